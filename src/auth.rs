@@ -1,0 +1,381 @@
+//! Registry authentication: `WWW-Authenticate` challenges (RFC 7235) and
+//! Bearer tokens from the realm the registry names, cached per scope.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{redact_url, Error, Result};
+use crate::transport::{Request, Transport};
+
+/// Largest token response accepted.
+const MAX_TOKEN_BODY: u64 = 1 << 20;
+/// Shortest lifetime assumed for a token.
+const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// One challenge: a scheme (lower-cased) and its parameters (names
+/// lower-cased, values unquoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// Parses every challenge of one `WWW-Authenticate` value: several
+/// challenges, quoted or bare parameters, escapes and commas in quotes.
+pub fn parse_challenges(value: &str) -> Vec<Challenge> {
+    let b = value.as_bytes();
+    let mut i = 0;
+    let mut out: Vec<Challenge> = Vec::new();
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
+            *i += 1;
+        }
+    };
+    let token = |i: &mut usize| -> String {
+        let s = *i;
+        while *i < b.len() && is_tchar(b[*i]) {
+            *i += 1;
+        }
+        String::from_utf8_lossy(&b[s..*i]).into_owned()
+    };
+    while i < b.len() {
+        skip_ws(&mut i);
+        while i < b.len() && (b[i] == b',' || b[i] == b' ' || b[i] == b'\t') {
+            i += 1;
+        }
+        let scheme = token(&mut i);
+        if scheme.is_empty() {
+            // Garbage: skip a byte and go on.
+            i += 1;
+            continue;
+        }
+        let mut ch = Challenge {
+            scheme: scheme.to_ascii_lowercase(),
+            params: Vec::new(),
+        };
+        loop {
+            skip_ws(&mut i);
+            while i < b.len() && b[i] == b',' {
+                i += 1;
+                skip_ws(&mut i);
+            }
+            let start = i;
+            let name = token(&mut i);
+            if name.is_empty() {
+                break;
+            }
+            let after_name = i;
+            skip_ws(&mut i);
+            if i < b.len() && b[i] == b'=' {
+                // token68 (`abc==`) or a parameter.
+                let mut j = i;
+                while j < b.len() && b[j] == b'=' {
+                    j += 1;
+                }
+                let mut k = j;
+                while k < b.len() && (b[k] == b' ' || b[k] == b'\t') {
+                    k += 1;
+                }
+                if j - i > 1 || k >= b.len() || b[k] == b',' {
+                    if j - i > 1 || ch.params.is_empty() {
+                        ch.params.push(("token68".into(), format!("{name}{}", &value[i..j])));
+                        i = j;
+                        continue;
+                    }
+                }
+                i += 1;
+                skip_ws(&mut i);
+                let v = if i < b.len() && b[i] == b'"' {
+                    i += 1;
+                    let mut v = Vec::new();
+                    while i < b.len() && b[i] != b'"' {
+                        if b[i] == b'\\' && i + 1 < b.len() {
+                            i += 1;
+                        }
+                        v.push(b[i]);
+                        i += 1;
+                    }
+                    i += 1; // the closing quote
+                    String::from_utf8_lossy(&v).into_owned()
+                } else {
+                    token(&mut i)
+                };
+                ch.params.push((name.to_ascii_lowercase(), v));
+            } else {
+                // A bare token after a scheme: the start of the next
+                // challenge, unless it is this one's first item.
+                let _ = after_name;
+                i = start;
+                break;
+            }
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded`-safe percent encoding.
+pub fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &c in s.as_bytes() {
+        if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
+/// How the registry wants to be talked to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    Anonymous,
+    Bearer { realm: String, service: Option<String> },
+}
+
+#[derive(Clone)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+/// Authentication state of one registry connection.
+pub struct Auth {
+    registry_url: String,
+    scheme: Mutex<Scheme>,
+    tokens: Mutex<HashMap<String, Token>>,
+}
+
+impl Auth {
+    pub fn new(registry_url: &str) -> Auth {
+        Auth {
+            registry_url: registry_url.to_string(),
+            scheme: Mutex::new(Scheme::Anonymous),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes what a 401's `WWW-Authenticate` headers say.
+    pub fn learn<'a>(&self, values: impl Iterator<Item = &'a str>) -> Result<()> {
+        let mut challenges = Vec::new();
+        for v in values {
+            challenges.extend(parse_challenges(v));
+        }
+        if let Some(b) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let realm = b.param("realm").unwrap_or("").to_string();
+            self.check_realm(&realm)?;
+            let service = b.param("service").map(str::to_string);
+            *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) =
+                Scheme::Bearer { realm, service };
+            return Ok(());
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") {
+            return Err(Error::new(
+                libc::EACCES,
+                format!(
+                    "{} asks for Basic credentials, and none were given",
+                    redact_url(&self.registry_url)
+                ),
+            ));
+        }
+        let names: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
+        Err(Error::new(
+            libc::EACCES,
+            format!(
+                "{} answered 401 without a usable challenge ({})",
+                redact_url(&self.registry_url),
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            ),
+        ))
+    }
+
+    fn check_realm(&self, realm: &str) -> Result<()> {
+        let https = realm.starts_with("https://");
+        if !(https || realm.starts_with("http://")) {
+            return Err(Error::new(
+                libc::EACCES,
+                format!("token realm '{}' is not an http(s) URL", redact_url(realm)),
+            ));
+        }
+        if self.registry_url.starts_with("https://") && !https {
+            return Err(Error::new(
+                libc::EACCES,
+                format!(
+                    "refusing plain-http token realm '{}' for https registry {}",
+                    redact_url(realm),
+                    redact_url(&self.registry_url)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) == Scheme::Anonymous
+    }
+
+    /// Forgets the token of `scope` (after a 401 with it).
+    pub fn invalidate(&self, scope: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(scope);
+    }
+
+    /// The `Authorization` header line for a request within `scope`, if
+    /// the registry wants one.
+    pub fn header(&self, transport: &Arc<Transport>, scope: &str) -> Result<Option<String>> {
+        let scheme = self.scheme.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match scheme {
+            Scheme::Anonymous => Ok(None),
+            Scheme::Bearer { realm, service } => {
+                if let Some(t) = self
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(scope)
+                {
+                    // Renew ahead of expiry.
+                    if t.expires > Instant::now() + Duration::from_secs(10) {
+                        return Ok(Some(format!("Authorization: Bearer {}", t.value)));
+                    }
+                }
+                let t = self.fetch_token(transport, &realm, service.as_deref(), scope)?;
+                let line = format!("Authorization: Bearer {}", t.value);
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(scope.to_string(), t);
+                Ok(Some(line))
+            }
+        }
+    }
+
+    fn fetch_token(
+        &self,
+        transport: &Arc<Transport>,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<Token> {
+        let mut url = realm.to_string();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        if let Some(s) = service {
+            url.push_str(&format!("{sep}service={}", url_escape(s)));
+            sep = '&';
+        }
+        if !scope.is_empty() {
+            url.push_str(&format!("{sep}scope={}", url_escape(scope)));
+        }
+        let mut req = Request::get("get token", url.clone());
+        req.max_body = Some(MAX_TOKEN_BODY);
+        req.follow = true;
+        let resp = transport.fetch(&req)?;
+        if !resp.is_success() {
+            return Err(Error::http("get token", "GET", &url, resp.status, &resp.body));
+        }
+        parse_token(&resp.body).map_err(|e| e.context(&format!("get token from {}", redact_url(&url))))
+    }
+}
+
+fn parse_token(body: &[u8]) -> Result<Token> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let b: Body = serde_json::from_slice(body)
+        .map_err(|e| Error::protocol(format!("bad token response: {e}")))?;
+    let value = b
+        .token
+        .filter(|t| !t.is_empty())
+        .or(b.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| Error::protocol("token response has neither 'token' nor 'access_token'"))?;
+    if value.bytes().any(|c| c.is_ascii_control() || c == b' ') {
+        return Err(Error::protocol("token response holds a malformed token"));
+    }
+    let life = Duration::from_secs(b.expires_in.unwrap_or(60).min(86_400)).max(MIN_TOKEN_LIFETIME);
+    Ok(Token {
+        value,
+        expires: Instant::now() + life,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_challenge() {
+        let c = parse_challenges(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].scheme, "bearer");
+        assert_eq!(c[0].param("realm"), Some("https://auth.docker.io/token"));
+        assert_eq!(c[0].param("service"), Some("registry.docker.io"));
+        assert_eq!(c[0].param("scope"), Some("repository:library/alpine:pull"));
+    }
+
+    #[test]
+    fn several_challenges_quotes_and_escapes() {
+        let c = parse_challenges(
+            r#"Basic realm="a, \"quoted\" realm", BEARER realm=https://t/x?a=1 , service = svc, Negotiate abc=="#,
+        );
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert_eq!(c[0].scheme, "basic");
+        assert_eq!(c[0].param("realm"), Some(r#"a, "quoted" realm"#));
+        assert_eq!(c[1].scheme, "bearer");
+        assert_eq!(c[1].param("realm"), Some("https://t/x?a=1"));
+        assert_eq!(c[1].param("service"), Some("svc"));
+        assert_eq!(c[2].scheme, "negotiate");
+        assert_eq!(c[2].param("token68"), Some("abc=="));
+    }
+
+    #[test]
+    fn tokens() {
+        let t = parse_token(br#"{"token":"abc","expires_in":300}"#).unwrap();
+        assert_eq!(t.value, "abc");
+        let t = parse_token(br#"{"access_token":"xyz","expires_in":1}"#).unwrap();
+        assert_eq!(t.value, "xyz");
+        assert!(t.expires >= Instant::now() + Duration::from_secs(59));
+        assert_eq!(parse_token(b"{}").unwrap_err().errno(), libc::EPROTO);
+        assert_eq!(parse_token(b"nope").unwrap_err().errno(), libc::EPROTO);
+    }
+
+    #[test]
+    fn realm_rules() {
+        let a = Auth::new("https://r.example");
+        assert!(a
+            .learn(std::iter::once(r#"Bearer realm="http://t/token""#))
+            .is_err());
+        assert!(a
+            .learn(std::iter::once(r#"Bearer realm="file:///etc/passwd""#))
+            .is_err());
+        assert!(a
+            .learn(std::iter::once(r#"Bearer realm="https://t/token",service="s""#))
+            .is_ok());
+        assert!(!a.is_anonymous());
+    }
+
+    #[test]
+    fn escape() {
+        assert_eq!(url_escape("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+}

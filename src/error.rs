@@ -1,0 +1,244 @@
+//! Errors of the core, and the one place that maps curl codes, HTTP
+//! statuses and parse failures to errno values.
+
+use std::fmt;
+
+/// A failure: a negative-errno-to-be plus the message shown to C callers.
+///
+/// The message names the step that failed, the URL (never with
+/// credentials), the HTTP status and the registry's own error text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    errno: i32,
+    msg: String,
+}
+
+impl Error {
+    /// A failure with an explicit errno value (positive, as in `libc::E*`).
+    pub fn new(errno: i32, msg: impl Into<String>) -> Self {
+        Error {
+            errno,
+            msg: msg.into(),
+        }
+    }
+
+    /// Bad input from the caller: a reference, URL or option string.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::new(libc::EINVAL, msg)
+    }
+
+    /// A server answer we cannot understand (bad JSON, missing fields).
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        Self::new(libc::EPROTO, msg)
+    }
+
+    /// A failed HTTP exchange: `status` is the final HTTP status and
+    /// `body` the registry's error body, whose `errors[].code/message`
+    /// are quoted in the message.
+    pub fn http(step: &str, method: &str, url: &str, status: u32, body: &[u8]) -> Self {
+        let mut msg = format!(
+            "{step}: {method} {}: HTTP {status}",
+            redact_url(url),
+        );
+        if let Some(text) = registry_error_text(body) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        Self::new(errno_for_status(status), msg)
+    }
+
+    /// A transfer that curl could not complete.
+    pub fn curl(step: &str, method: &str, url: &str, err: &curl::Error) -> Self {
+        let mut msg = format!("{step}: {method} {}: {}", redact_url(url), err.description());
+        if let Some(extra) = err.extra_description() {
+            msg.push_str(" (");
+            msg.push_str(extra);
+            msg.push(')');
+        }
+        Self::new(errno_for_curl(err), msg)
+    }
+
+    /// Positive errno value.
+    pub fn errno(&self) -> i32 {
+        self.errno
+    }
+
+    pub fn message(&self) -> &str {
+        &self.msg
+    }
+
+    /// The same error with `prefix: ` in front of its message.
+    pub fn context(mut self, prefix: &str) -> Self {
+        self.msg = format!("{prefix}: {}", self.msg);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// errno for a final HTTP status that is not a success.
+pub fn errno_for_status(status: u32) -> i32 {
+    match status {
+        400 => libc::EINVAL,
+        401 | 403 => libc::EACCES,
+        404 => libc::ENOENT,
+        405 | 501 => libc::EOPNOTSUPP,
+        408 | 504 => libc::ETIMEDOUT,
+        413 => libc::EFBIG,
+        416 => libc::ERANGE,
+        429 => libc::EAGAIN,
+        _ => libc::EIO,
+    }
+}
+
+/// errno for a curl transfer error.
+pub fn errno_for_curl(err: &curl::Error) -> i32 {
+    if err.is_couldnt_resolve_host() || err.is_couldnt_resolve_proxy() {
+        libc::EHOSTUNREACH
+    } else if err.is_couldnt_connect() {
+        libc::ECONNREFUSED
+    } else if err.is_operation_timedout() {
+        libc::ETIMEDOUT
+    } else if err.is_ssl_connect_error()
+        || err.is_peer_failed_verification()
+        || err.is_ssl_certproblem()
+        || err.is_ssl_cacert()
+        || err.is_ssl_cacert_badfile()
+    {
+        libc::EPROTO
+    } else if err.is_recv_error()
+        || err.is_send_error()
+        || err.is_partial_file()
+        || err.is_got_nothing()
+    {
+        libc::ECONNRESET
+    } else if err.is_too_many_redirects() {
+        libc::ELOOP
+    } else if err.is_aborted_by_callback() || err.is_write_error() {
+        libc::ECANCELED
+    } else {
+        libc::EIO
+    }
+}
+
+/// `code: message` pairs of a distribution-spec error body, if it is one.
+pub fn registry_error_text(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Item>,
+    }
+    let parsed: Body = serde_json::from_slice(body).ok()?;
+    let parts: Vec<String> = parsed
+        .errors
+        .iter()
+        .take(4)
+        .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
+            (false, false) => format!("{}: {}", e.code, clip(&e.message, 200)),
+            (false, true) => e.code.clone(),
+            _ => clip(&e.message, 200),
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("; "))
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// A URL fit for a message: user info dropped, and query values of
+/// credential-like keys blanked.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let auth_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..auth_end].rfind('@') {
+            out = format!("{}{}", &out[..scheme_end + 3], &rest[at + 1..]);
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (base, query) = out.split_at(q + 1);
+        let cleaned: Vec<String> = query
+            .split('&')
+            .map(|kv| {
+                let key = kv.split('=').next().unwrap_or("");
+                let lower = key.to_ascii_lowercase();
+                if ["token", "access_token", "password", "refresh_token", "signature", "x-amz-signature"]
+                    .iter()
+                    .any(|k| lower == *k)
+                {
+                    format!("{key}=REDACTED")
+                } else {
+                    kv.to_string()
+                }
+            })
+            .collect();
+        out = format!("{base}{}", cleaned.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_mapping() {
+        assert_eq!(errno_for_status(404), libc::ENOENT);
+        assert_eq!(errno_for_status(401), libc::EACCES);
+        assert_eq!(errno_for_status(503), libc::EIO);
+        assert_eq!(errno_for_status(429), libc::EAGAIN);
+    }
+
+    #[test]
+    fn registry_text() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#;
+        assert_eq!(
+            registry_error_text(body).as_deref(),
+            Some("MANIFEST_UNKNOWN: manifest unknown")
+        );
+        assert_eq!(registry_error_text(b"<html>"), None);
+        let e = Error::http("fetch manifest", "GET", "http://h/v2/x/manifests/y", 404, body);
+        assert_eq!(e.errno(), libc::ENOENT);
+        assert_eq!(
+            e.message(),
+            "fetch manifest: GET http://h/v2/x/manifests/y: HTTP 404: MANIFEST_UNKNOWN: manifest unknown"
+        );
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("https://u:p@h:5000/v2/"), "https://h:5000/v2/");
+        assert_eq!(
+            redact_url("https://s3/b?X-Amz-Signature=abc&x=1"),
+            "https://s3/b?X-Amz-Signature=REDACTED&x=1"
+        );
+    }
+}

@@ -1,0 +1,823 @@
+//! HTTP transport: one I/O thread owns one curl multi handle and runs
+//! every transfer; callers talk to it over a channel and wait on the
+//! transfer's shared state.
+//!
+//! A transfer's body goes into a bounded buffer. When the buffer is full
+//! the write callback pauses the transfer (`WriteError::Pause`); the
+//! reader asks the I/O thread to resume it once it has drained half of
+//! the buffer. Memory per transfer is therefore bounded by its buffer,
+//! whatever the size of the blob. Digests are computed on the I/O thread
+//! as bytes arrive, so the caller's thread does not pay for hashing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use curl::easy::{Easy2, Handler, HttpVersion, List, WriteError};
+use curl::multi::{Easy2Handle, Multi, MultiWaker};
+use once_cell::sync::Lazy;
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+
+/// Largest error body kept for a message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Most response header lines and bytes accepted per response.
+const MAX_HEADER_LINES: usize = 256;
+const MAX_HEADER_BYTES: usize = 256 * 1024;
+const USER_AGENT: &str = concat!("liboci_registry/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+        }
+    }
+}
+
+/// One HTTP request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub url: String,
+    /// Extra header lines, `Name: value`.
+    pub headers: Vec<String>,
+    /// Byte range: first byte and optional last byte (inclusive).
+    pub range: Option<(u64, Option<u64>)>,
+    /// Follow redirects (blob GETs: object storage and CDNs).
+    pub follow: bool,
+    /// Body bytes buffered before the transfer pauses.
+    pub buffer: usize,
+    /// A 2xx body longer than this is an error.
+    pub max_body: Option<u64>,
+    /// A 2xx body must be exactly this long.
+    pub expect_len: Option<u64>,
+    /// Hash the 2xx body and check it against this digest.
+    pub verify: Option<Digest>,
+    /// What the request is for, for messages ("fetch manifest").
+    pub step: &'static str,
+}
+
+impl Request {
+    pub fn get(step: &'static str, url: impl Into<String>) -> Request {
+        Request {
+            method: Method::Get,
+            url: url.into(),
+            headers: Vec::new(),
+            range: None,
+            follow: false,
+            buffer: 1 << 20,
+            max_body: None,
+            expect_len: None,
+            verify: None,
+            step,
+        }
+    }
+
+    pub fn head(step: &'static str, url: impl Into<String>) -> Request {
+        Request {
+            method: Method::Head,
+            ..Request::get(step, url)
+        }
+    }
+}
+
+/// Response headers, names lower-cased.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A whole small response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u32,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+struct State {
+    status: u32,
+    headers: Headers,
+    header_bytes: usize,
+    /// The headers of the response that carries the body are in.
+    final_headers: bool,
+    data: VecDeque<u8>,
+    cap: usize,
+    paused: bool,
+    unpause_asked: bool,
+    err_body: Vec<u8>,
+    done: Option<Result<()>>,
+    /// The reader went away: abort on the next callback.
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked while holding
+        // it; the state itself stays consistent enough to report errors.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The curl handler, owned by the I/O thread.
+struct Sink {
+    shared: Arc<Shared>,
+    follow: bool,
+    has_location: bool,
+    range_start: u64,
+    /// Bytes still to drop: a server that ignored our Range header.
+    skip: u64,
+    received: u64,
+    max_body: Option<u64>,
+    expect_len: Option<u64>,
+    hasher: Option<Hasher>,
+    expected_digest: Option<Digest>,
+    failure: Option<Error>,
+    method: Method,
+    url: String,
+    step: &'static str,
+}
+
+impl Sink {
+    fn fail(&mut self, err: Error) {
+        if self.failure.is_none() {
+            self.failure = Some(err);
+        }
+    }
+
+    fn end_of_headers(&mut self, st: &mut State) {
+        let status = st.status;
+        if status < 200 || (self.follow && (300..400).contains(&status) && self.has_location) {
+            return;
+        }
+        st.final_headers = true;
+        if status == 200 && self.range_start > 0 {
+            // The server ignored Range: stream from 0 and drop the head.
+            self.skip = self.range_start;
+        } else if status == 206 {
+            let start = st
+                .headers
+                .get("content-range")
+                .and_then(parse_content_range_start);
+            if start != Some(self.range_start) {
+                self.fail(Error::protocol(format!(
+                    "{}: {} {}: HTTP 206 with Content-Range {:?}, expected start {}",
+                    self.step,
+                    self.method.as_str(),
+                    crate::error::redact_url(&self.url),
+                    st.headers.get("content-range").unwrap_or(""),
+                    self.range_start
+                )));
+            }
+        }
+    }
+}
+
+/// `bytes 100-199/1000` → 100.
+fn parse_content_range_start(v: &str) -> Option<u64> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    rest.split('-').next()?.trim().parse().ok()
+}
+
+impl Handler for Sink {
+    fn header(&mut self, data: &[u8]) -> bool {
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        st.header_bytes += data.len();
+        if st.header_bytes > MAX_HEADER_BYTES || st.headers.0.len() > MAX_HEADER_LINES {
+            drop(st);
+            self.fail(Error::protocol(format!(
+                "{}: {}: response headers exceed {MAX_HEADER_BYTES} bytes",
+                self.step,
+                crate::error::redact_url(&self.url)
+            )));
+            return false;
+        }
+        let line = String::from_utf8_lossy(data);
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.starts_with("HTTP/") {
+            st.status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            st.headers.0.clear();
+            self.has_location = false;
+        } else if line.is_empty() {
+            self.end_of_headers(&mut st);
+            drop(st);
+            shared.cond.notify_all();
+        } else if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "location" {
+                self.has_location = true;
+            }
+            st.headers.0.push((name, value.trim().to_string()));
+        }
+        true
+    }
+
+    fn write(&mut self, data: &[u8]) -> std::result::Result<usize, WriteError> {
+        let mut st = self.shared.lock();
+        if st.closed {
+            return Ok(0);
+        }
+        if !(200..300).contains(&st.status) {
+            let room = MAX_ERROR_BODY.saturating_sub(st.err_body.len());
+            let take = room.min(data.len());
+            st.err_body.extend_from_slice(&data[..take]);
+            return Ok(data.len());
+        }
+        let skip = self.skip.min(data.len() as u64) as usize;
+        let body = &data[skip..];
+        if !st.data.is_empty() && st.data.len() + body.len() > st.cap {
+            st.paused = true;
+            return Err(WriteError::Pause);
+        }
+        drop(st);
+        self.skip -= skip as u64;
+        let total = self.received + body.len() as u64;
+        let limit = self.max_body.or(self.expect_len);
+        if let Some(limit) = limit {
+            if total > limit {
+                let what = if self.expect_len.is_some() {
+                    "longer than its descriptor says"
+                } else {
+                    "too large"
+                };
+                self.fail(Error::new(
+                    if self.expect_len.is_some() { libc::EBADMSG } else { libc::EFBIG },
+                    format!(
+                        "{}: {} {}: response body is {what} (more than {limit} bytes)",
+                        self.step,
+                        self.method.as_str(),
+                        crate::error::redact_url(&self.url)
+                    ),
+                ));
+                return Ok(0);
+            }
+        }
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(body);
+        }
+        self.received = total;
+        let mut st = self.shared.lock();
+        st.data.extend(body);
+        drop(st);
+        self.shared.cond.notify_all();
+        Ok(data.len())
+    }
+}
+
+enum Cmd {
+    Start(usize, Box<Easy2<Sink>>),
+    Unpause(usize),
+    Cancel(usize),
+    Shutdown,
+}
+
+/// The process's transport: one I/O thread, shared by every open blob,
+/// started with the first and stopped with the last.
+pub struct Transport {
+    tx: Mutex<Sender<Cmd>>,
+    waker: MultiWaker,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    dead: Arc<AtomicBool>,
+}
+
+static CURRENT: Lazy<Mutex<Weak<Transport>>> = Lazy::new(|| Mutex::new(Weak::new()));
+static NEXT_TOKEN: AtomicUsize = AtomicUsize::new(1);
+
+impl Transport {
+    /// The running transport, or a new one.
+    pub fn get() -> Result<Arc<Transport>> {
+        let mut cur = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = cur.upgrade() {
+            if !t.dead.load(Ordering::Acquire) {
+                return Ok(t);
+            }
+        }
+        let t = Arc::new(Transport::start()?);
+        *cur = Arc::downgrade(&t);
+        Ok(t)
+    }
+
+    fn start() -> Result<Transport> {
+        let (tx, rx) = channel();
+        let (wtx, wrx) = channel();
+        let dead = Arc::new(AtomicBool::new(false));
+        let dead2 = dead.clone();
+        let thread = std::thread::Builder::new()
+            .name("oci-registry-io".into())
+            .spawn(move || io_thread(rx, wtx, dead2))
+            .map_err(|e| Error::new(libc::EAGAIN, format!("cannot start the I/O thread: {e}")))?;
+        let waker = wrx
+            .recv()
+            .map_err(|_| Error::new(libc::EIO, "the I/O thread failed to start"))?;
+        Ok(Transport {
+            tx: Mutex::new(tx),
+            waker,
+            thread: Mutex::new(Some(thread)),
+            dead,
+        })
+    }
+
+    fn send(&self, cmd: Cmd) -> bool {
+        let ok = self
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(cmd)
+            .is_ok();
+        let _ = self.waker.wakeup();
+        ok
+    }
+
+    /// Starts a transfer; its body is read from the returned handle.
+    pub fn start_transfer(self: &Arc<Self>, req: &Request) -> Result<Transfer> {
+        if self.dead.load(Ordering::Acquire) {
+            return Err(Error::new(libc::EIO, "the I/O thread has stopped"));
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                status: 0,
+                headers: Headers::default(),
+                header_bytes: 0,
+                final_headers: false,
+                data: VecDeque::new(),
+                cap: req.buffer.max(16 * 1024),
+                paused: false,
+                unpause_asked: false,
+                err_body: Vec::new(),
+                done: None,
+                closed: false,
+            }),
+            cond: Condvar::new(),
+        });
+        let range_start = req.range.map(|r| r.0).unwrap_or(0);
+        let sink = Sink {
+            shared: shared.clone(),
+            follow: req.follow,
+            has_location: false,
+            range_start,
+            skip: 0,
+            received: 0,
+            max_body: req.max_body,
+            expect_len: req.expect_len,
+            hasher: req.verify.as_ref().map(|d| Hasher::new(d.algorithm())),
+            expected_digest: req.verify.clone(),
+            failure: None,
+            method: req.method,
+            url: req.url.clone(),
+            step: req.step,
+        };
+        let easy = configure(sink, req)
+            .map_err(|e| Error::curl(req.step, req.method.as_str(), &req.url, &e))?;
+        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        if !self.send(Cmd::Start(token, Box::new(easy))) {
+            return Err(Error::new(libc::EIO, "the I/O thread has stopped"));
+        }
+        Ok(Transfer {
+            shared,
+            token,
+            transport: self.clone(),
+            method: req.method,
+            url: req.url.clone(),
+            step: req.step,
+            finished: false,
+        })
+    }
+
+    /// Runs a request whose body is small, and returns it whole.
+    pub fn fetch(self: &Arc<Self>, req: &Request) -> Result<Response> {
+        let mut req = req.clone();
+        let limit = req.max_body.unwrap_or(4 << 20) as usize;
+        req.buffer = limit + 1;
+        let mut t = self.start_transfer(&req)?;
+        t.finish()?;
+        let mut st = t.shared.lock();
+        let status = st.status;
+        let headers = std::mem::take(&mut st.headers);
+        let body = if (200..300).contains(&status) {
+            st.data.drain(..).collect()
+        } else {
+            std::mem::take(&mut st.err_body)
+        };
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.send(Cmd::Shutdown);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn configure(sink: Sink, req: &Request) -> std::result::Result<Easy2<Sink>, curl::Error> {
+    let mut easy = Easy2::new(sink);
+    easy.signal(false)?;
+    easy.url(&req.url)?;
+    easy.useragent(USER_AGENT)?;
+    match req.method {
+        Method::Get => easy.get(true)?,
+        Method::Head => easy.nobody(true)?,
+    }
+    let mut list = List::new();
+    for h in &req.headers {
+        list.append(h)?;
+    }
+    easy.http_headers(list)?;
+    if let Some((start, end)) = req.range {
+        match end {
+            Some(end) => easy.range(&format!("{start}-{end}"))?,
+            None => easy.range(&format!("{start}-"))?,
+        }
+    }
+    easy.follow_location(req.follow)?;
+    easy.max_redirections(10)?;
+    easy.connect_timeout(Duration::from_secs(30))?;
+    easy.tcp_keepalive(true)?;
+    easy.tcp_nodelay(true)?;
+    easy.buffer_size(256 * 1024)?;
+    // HTTP/2 where the registry offers it over TLS; HTTP/1.1 otherwise.
+    let _ = easy.http_version(HttpVersion::V2TLS);
+    set_protocols(&mut easy);
+    Ok(easy)
+}
+
+/// Only http and https, for the request and for every redirect.
+fn set_protocols(easy: &mut Easy2<Sink>) {
+    const CURLOPT_PROTOCOLS_STR: curl_sys::CURLoption = 10_000 + 318;
+    const CURLOPT_REDIR_PROTOCOLS_STR: curl_sys::CURLoption = 10_000 + 319;
+    let value = c"http,https";
+    // SAFETY: both options take a NUL-terminated string that libcurl
+    // copies; older libcurl ignores unknown options with an error code.
+    unsafe {
+        curl_sys::curl_easy_setopt(easy.raw(), CURLOPT_PROTOCOLS_STR, value.as_ptr());
+        curl_sys::curl_easy_setopt(easy.raw(), CURLOPT_REDIR_PROTOCOLS_STR, value.as_ptr());
+    }
+}
+
+/// A transfer in flight; dropping it cancels the transfer.
+pub struct Transfer {
+    shared: Arc<Shared>,
+    token: usize,
+    transport: Arc<Transport>,
+    method: Method,
+    url: String,
+    step: &'static str,
+    finished: bool,
+}
+
+impl Transfer {
+    /// Waits for the final response's status and headers. A transfer
+    /// error before them is returned as such.
+    pub fn wait_headers(&self) -> Result<(u32, Headers)> {
+        let mut st = self.shared.lock();
+        loop {
+            if st.final_headers || !st.data.is_empty() {
+                return Ok((st.status, st.headers.clone()));
+            }
+            if let Some(done) = &st.done {
+                done.clone()?;
+                return Ok((st.status, st.headers.clone()));
+            }
+            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits for the end of the transfer and returns its outcome.
+    pub fn finish(&mut self) -> Result<()> {
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(done) = &st.done {
+                self.finished = true;
+                return done.clone();
+            }
+            if st.paused {
+                // Nobody will read more: let everything in.
+                st.cap = usize::MAX;
+                self.ask_unpause(&mut st);
+            }
+            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The error a non-2xx response stands for, once it has finished.
+    pub fn status_error(&mut self, status: u32) -> Error {
+        if let Err(e) = self.finish() {
+            return e;
+        }
+        let body = self.shared.lock().err_body.clone();
+        Error::http(self.step, self.method.as_str(), &self.url, status, &body)
+    }
+
+    fn ask_unpause(&self, st: &mut State) {
+        if st.paused && !st.unpause_asked {
+            st.unpause_asked = true;
+            self.transport.send(Cmd::Unpause(self.token));
+        }
+    }
+
+    /// Reads body bytes: blocks until some are there, returns 0 at the
+    /// end of a successful body, and the transfer's error otherwise.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.shared.lock();
+        loop {
+            if !st.data.is_empty() {
+                let n = buf.len().min(st.data.len());
+                let (a, b) = st.data.as_slices();
+                if n <= a.len() {
+                    buf[..n].copy_from_slice(&a[..n]);
+                } else {
+                    buf[..a.len()].copy_from_slice(a);
+                    buf[a.len()..n].copy_from_slice(&b[..n - a.len()]);
+                }
+                st.data.drain(..n);
+                if st.data.len() <= st.cap / 2 {
+                    self.ask_unpause(&mut st);
+                }
+                return Ok(n);
+            }
+            if let Some(done) = &st.done {
+                self.finished = true;
+                done.clone()?;
+                return Ok(0);
+            }
+            self.ask_unpause(&mut st);
+            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Drops up to `n` body bytes; returns how many were dropped (fewer
+    /// only at the end of the body).
+    pub fn skip(&mut self, mut n: u64) -> Result<u64> {
+        let want = n;
+        let mut st = self.shared.lock();
+        while n > 0 {
+            if !st.data.is_empty() {
+                let k = (st.data.len() as u64).min(n) as usize;
+                st.data.drain(..k);
+                n -= k as u64;
+                if st.data.len() <= st.cap / 2 {
+                    self.ask_unpause(&mut st);
+                }
+                continue;
+            }
+            if let Some(done) = &st.done {
+                done.clone()?;
+                break;
+            }
+            self.ask_unpause(&mut st);
+            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(want - n)
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.closed = true;
+        let running = st.done.is_none();
+        drop(st);
+        if running && !self.finished {
+            self.transport.send(Cmd::Cancel(self.token));
+        }
+    }
+}
+
+/// What ends a transfer: the Sink's own failure, curl's error, or the
+/// body checks (length, digest).
+fn outcome(sink: &mut Sink, res: std::result::Result<(), curl::Error>) -> Result<()> {
+    if let Some(f) = sink.failure.take() {
+        return Err(f);
+    }
+    if let Err(e) = res {
+        return Err(Error::curl(sink.step, sink.method.as_str(), &sink.url, &e));
+    }
+    let status = sink.shared.lock().status;
+    if !(200..300).contains(&status) || sink.method == Method::Head {
+        return Ok(());
+    }
+    if let Some(len) = sink.expect_len {
+        if sink.received != len {
+            return Err(Error::new(
+                libc::EIO,
+                format!(
+                    "{}: {} {}: body ended after {} of {len} bytes",
+                    sink.step,
+                    sink.method.as_str(),
+                    crate::error::redact_url(&sink.url),
+                    sink.received
+                ),
+            ));
+        }
+    }
+    if let (Some(h), Some(want)) = (sink.hasher.take(), sink.expected_digest.as_ref()) {
+        let got = h.finish();
+        if &got != want {
+            return Err(Error::new(
+                libc::EBADMSG,
+                format!(
+                    "{}: {}: digest mismatch: expected {want}, got {got}",
+                    sink.step,
+                    crate::error::redact_url(&sink.url)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn finish_transfer(easy: &mut Easy2<Sink>, res: std::result::Result<(), curl::Error>) {
+    let sink = easy.get_mut();
+    let out = outcome(sink, res);
+    let shared = sink.shared.clone();
+    let mut st = shared.lock();
+    st.done = Some(out);
+    st.paused = false;
+    drop(st);
+    shared.cond.notify_all();
+}
+
+fn fail_shared(shared: &Shared, err: Error) {
+    let mut st = shared.lock();
+    if st.done.is_none() {
+        st.done = Some(Err(err));
+    }
+    drop(st);
+    shared.cond.notify_all();
+}
+
+fn io_thread(rx: Receiver<Cmd>, waker_tx: Sender<MultiWaker>, dead: Arc<AtomicBool>) {
+    let multi = Multi::new();
+    if waker_tx.send(multi.waker()).is_err() {
+        return;
+    }
+    let mut handles: HashMap<usize, Easy2Handle<Sink>> = HashMap::new();
+    let mut states: HashMap<usize, Arc<Shared>> = HashMap::new();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        io_loop(&multi, &rx, &mut handles, &mut states)
+    }));
+    dead.store(true, Ordering::Release);
+    let why = match run {
+        Ok(()) => "the I/O thread has stopped",
+        Err(_) => "internal error: the I/O thread panicked",
+    };
+    // Easy handles go before the multi handle.
+    for (_, h) in handles.drain() {
+        let _ = multi.remove2(h);
+    }
+    for (_, s) in states.drain() {
+        fail_shared(&s, Error::new(libc::EIO, why));
+    }
+    // Whatever is still queued is failed too.
+    while let Ok(cmd) = rx.try_recv() {
+        if let Cmd::Start(_, easy) = cmd {
+            fail_shared(&easy.get_ref().shared, Error::new(libc::EIO, why));
+        }
+    }
+    drop(multi);
+}
+
+fn io_loop(
+    multi: &Multi,
+    rx: &Receiver<Cmd>,
+    handles: &mut HashMap<usize, Easy2Handle<Sink>>,
+    states: &mut HashMap<usize, Arc<Shared>>,
+) {
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(Cmd::Start(token, easy)) => {
+                    let shared = easy.get_ref().shared.clone();
+                    match multi.add2(*easy) {
+                        Ok(mut h) => {
+                            let _ = h.set_token(token);
+                            handles.insert(token, h);
+                            states.insert(token, shared);
+                        }
+                        Err(e) => fail_shared(
+                            &shared,
+                            Error::new(libc::EIO, format!("cannot start transfer: {e}")),
+                        ),
+                    }
+                }
+                Ok(Cmd::Unpause(token)) => {
+                    if let Some(h) = handles.get(&token) {
+                        {
+                            let mut st = h.get_ref().shared.lock();
+                            st.paused = false;
+                            st.unpause_asked = false;
+                        }
+                        let _ = h.unpause_write();
+                    }
+                }
+                Ok(Cmd::Cancel(token)) => {
+                    states.remove(&token);
+                    if let Some(h) = handles.remove(&token) {
+                        let _ = multi.remove2(h);
+                    }
+                }
+                Ok(Cmd::Shutdown) | Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if multi.perform().is_err() {
+            return;
+        }
+        let mut finished = Vec::new();
+        multi.messages(|m| {
+            if let (Ok(token), Some(res)) = (m.token(), m.result()) {
+                finished.push((token, res));
+            }
+        });
+        for (token, res) in finished {
+            states.remove(&token);
+            if let Some(h) = handles.remove(&token) {
+                if let Ok(mut easy) = multi.remove2(h) {
+                    finish_transfer(&mut easy, res);
+                }
+            }
+        }
+        let wait = multi
+            .get_timeout()
+            .ok()
+            .flatten()
+            .unwrap_or(Duration::from_millis(500))
+            .min(Duration::from_millis(500));
+        if multi.poll(&mut [], wait).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range_start("bytes 100-199/1000"), Some(100));
+        assert_eq!(parse_content_range_start("bytes 0-0/*"), Some(0));
+        assert_eq!(parse_content_range_start("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn unreachable_host_is_an_error_not_a_hang() {
+        let t = Transport::get().unwrap();
+        // Port 1 on loopback: nothing listens there.
+        let e = t
+            .fetch(&Request::get("test", "http://127.0.0.1:1/v2/"))
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::ECONNREFUSED, "{e}");
+        assert!(e.message().contains("http://127.0.0.1:1/v2/"), "{e}");
+    }
+}
