@@ -90,12 +90,12 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
                 while k < b.len() && (b[k] == b' ' || b[k] == b'\t') {
                     k += 1;
                 }
-                if j - i > 1 || k >= b.len() || b[k] == b',' {
-                    if j - i > 1 || ch.params.is_empty() {
-                        ch.params.push(("token68".into(), format!("{name}{}", &value[i..j])));
-                        i = j;
-                        continue;
-                    }
+                let token68 = j - i > 1 || k >= b.len() || b[k] == b',';
+                if token68 && (j - i > 1 || ch.params.is_empty()) {
+                    ch.params
+                        .push(("token68".into(), format!("{name}{}", &value[i..j])));
+                    i = j;
+                    continue;
                 }
                 i += 1;
                 skip_ws(&mut i);
@@ -112,7 +112,13 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
                     i += 1; // the closing quote
                     String::from_utf8_lossy(&v).into_owned()
                 } else {
-                    token(&mut i)
+                    // Lenient: a bare value runs to the next comma or
+                    // blank (URLs are not tokens, yet some send them so).
+                    let s = i;
+                    while i < b.len() && !matches!(b[i], b',' | b' ' | b'\t') {
+                        i += 1;
+                    }
+                    String::from_utf8_lossy(&b[s..i]).into_owned()
                 };
                 ch.params.push((name.to_ascii_lowercase(), v));
             } else {
@@ -145,10 +151,13 @@ pub fn url_escape(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
     Anonymous,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Token {
     value: String,
     expires: Instant,
@@ -199,7 +208,11 @@ impl Auth {
             format!(
                 "{} answered 401 without a usable challenge ({})",
                 redact_url(&self.registry_url),
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             ),
         ))
     }
@@ -240,7 +253,11 @@ impl Auth {
     /// The `Authorization` header line for a request within `scope`, if
     /// the registry wants one.
     pub fn header(&self, transport: &Arc<Transport>, scope: &str) -> Result<Option<String>> {
-        let scheme = self.scheme.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let scheme = self
+            .scheme
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match scheme {
             Scheme::Anonymous => Ok(None),
             Scheme::Bearer { realm, service } => {
@@ -287,9 +304,16 @@ impl Auth {
         req.follow = true;
         let resp = transport.fetch(&req)?;
         if !resp.is_success() {
-            return Err(Error::http("get token", "GET", &url, resp.status, &resp.body));
+            return Err(Error::http(
+                "get token",
+                "GET",
+                &url,
+                resp.status,
+                &resp.body,
+            ));
         }
-        parse_token(&resp.body).map_err(|e| e.context(&format!("get token from {}", redact_url(&url))))
+        parse_token(&resp.body)
+            .map_err(|e| e.context(&format!("get token from {}", redact_url(&url))))
     }
 }
 
@@ -369,13 +393,18 @@ mod tests {
             .learn(std::iter::once(r#"Bearer realm="file:///etc/passwd""#))
             .is_err());
         assert!(a
-            .learn(std::iter::once(r#"Bearer realm="https://t/token",service="s""#))
+            .learn(std::iter::once(
+                r#"Bearer realm="https://t/token",service="s""#
+            ))
             .is_ok());
         assert!(!a.is_anonymous());
     }
 
     #[test]
     fn escape() {
-        assert_eq!(url_escape("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+        assert_eq!(
+            url_escape("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
     }
 }

@@ -112,7 +112,10 @@ mod tests {
         );
         let d = Digest::of(Algorithm::Sha512, b"");
         assert!(d.as_str().starts_with("sha512:cf83e135"));
-        assert_eq!(Digest::parse(d.as_str()).unwrap().algorithm(), Algorithm::Sha512);
+        assert_eq!(
+            Digest::parse(d.as_str()).unwrap().algorithm(),
+            Algorithm::Sha512
+        );
         let want = Digest::of(Algorithm::Sha256, b"abc");
         assert!(want.verify(b"abc", "x").is_ok());
         let e = want.verify(b"abd", "blob").unwrap_err();

@@ -36,10 +36,7 @@ impl Error {
     /// `body` the registry's error body, whose `errors[].code/message`
     /// are quoted in the message.
     pub fn http(step: &str, method: &str, url: &str, status: u32, body: &[u8]) -> Self {
-        let mut msg = format!(
-            "{step}: {method} {}: HTTP {status}",
-            redact_url(url),
-        );
+        let mut msg = format!("{step}: {method} {}: HTTP {status}", redact_url(url),);
         if let Some(text) = registry_error_text(body) {
             msg.push_str(": ");
             msg.push_str(&text);
@@ -49,7 +46,11 @@ impl Error {
 
     /// A transfer that curl could not complete.
     pub fn curl(step: &str, method: &str, url: &str, err: &curl::Error) -> Self {
-        let mut msg = format!("{step}: {method} {}: {}", redact_url(url), err.description());
+        let mut msg = format!(
+            "{step}: {method} {}: {}",
+            redact_url(url),
+            err.description()
+        );
         if let Some(extra) = err.extra_description() {
             msg.push_str(" (");
             msg.push_str(extra);
@@ -190,9 +191,16 @@ pub fn redact_url(url: &str) -> String {
             .map(|kv| {
                 let key = kv.split('=').next().unwrap_or("");
                 let lower = key.to_ascii_lowercase();
-                if ["token", "access_token", "password", "refresh_token", "signature", "x-amz-signature"]
-                    .iter()
-                    .any(|k| lower == *k)
+                if [
+                    "token",
+                    "access_token",
+                    "password",
+                    "refresh_token",
+                    "signature",
+                    "x-amz-signature",
+                ]
+                .iter()
+                .any(|k| lower == *k)
                 {
                     format!("{key}=REDACTED")
                 } else {
@@ -225,7 +233,13 @@ mod tests {
             Some("MANIFEST_UNKNOWN: manifest unknown")
         );
         assert_eq!(registry_error_text(b"<html>"), None);
-        let e = Error::http("fetch manifest", "GET", "http://h/v2/x/manifests/y", 404, body);
+        let e = Error::http(
+            "fetch manifest",
+            "GET",
+            "http://h/v2/x/manifests/y",
+            404,
+            body,
+        );
         assert_eq!(e.errno(), libc::ENOENT);
         assert_eq!(
             e.message(),

@@ -75,7 +75,13 @@ pub enum Document {
 /// then to its shape.
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Document> {
     let ct = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Error::protocol(format!("manifest is not valid JSON: {e}")))?;
@@ -150,13 +156,20 @@ pub fn select_platform<'a>(entries: &'a [Descriptor], want: &Platform) -> Result
                 .iter()
                 .filter_map(|d| d.platform.as_ref())
                 .filter(|p| p.os != "unknown")
-                .map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref().unwrap_or("")).to_string())
+                .map(|p| {
+                    Platform::new(&p.os, &p.architecture, p.variant.as_deref().unwrap_or(""))
+                        .to_string()
+                })
                 .collect();
             Error::new(
                 libc::ENOENT,
                 format!(
                     "no manifest for platform {want} (the index has: {})",
-                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                    if have.is_empty() {
+                        "none".to_string()
+                    } else {
+                        have.join(", ")
+                    }
                 ),
             )
         })
@@ -174,7 +187,11 @@ mod tests {
         let body = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{D2}","size":7}}]}}"#
         );
-        let doc = parse(Some("application/vnd.oci.image.manifest.v1+json"), body.as_bytes()).unwrap();
+        let doc = parse(
+            Some("application/vnd.oci.image.manifest.v1+json"),
+            body.as_bytes(),
+        )
+        .unwrap();
         match doc {
             Document::Image(l) => {
                 assert_eq!(l.len(), 1);
@@ -184,7 +201,10 @@ mod tests {
             _ => panic!("not an image"),
         }
         // No Content-Type: the shape decides.
-        assert!(matches!(parse(None, body.as_bytes()).unwrap(), Document::Image(_)));
+        assert!(matches!(
+            parse(None, body.as_bytes()).unwrap(),
+            Document::Image(_)
+        ));
     }
 
     #[test]
@@ -194,8 +214,14 @@ mod tests {
               {{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
               {{"mediaType":"{OCI_MANIFEST}","digest":"{D2}","size":1,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#
         );
-        let doc = parse(Some("application/vnd.oci.image.index.v1+json; charset=utf-8"), body.as_bytes()).unwrap();
-        let Document::Index(entries) = doc else { panic!() };
+        let doc = parse(
+            Some("application/vnd.oci.image.index.v1+json; charset=utf-8"),
+            body.as_bytes(),
+        )
+        .unwrap();
+        let Document::Index(entries) = doc else {
+            panic!()
+        };
         let arm = select_platform(&entries, &Platform::parse("linux/arm64").unwrap()).unwrap();
         assert_eq!(arm.digest, D2);
         let amd = select_platform(&entries, &Platform::parse("linux/amd64").unwrap()).unwrap();
@@ -208,7 +234,11 @@ mod tests {
 
     #[test]
     fn schema1_and_junk() {
-        let e = parse(Some(DOCKER_SCHEMA1_SIGNED), br#"{"schemaVersion":1,"fsLayers":[]}"#).unwrap_err();
+        let e = parse(
+            Some(DOCKER_SCHEMA1_SIGNED),
+            br#"{"schemaVersion":1,"fsLayers":[]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.errno(), libc::EOPNOTSUPP);
         assert!(e.message().contains("schema 1"));
         let e = parse(Some("application/json"), br#"{"schemaVersion":1}"#).unwrap_err();

@@ -98,7 +98,9 @@ impl Options {
             }
         }
         if have_layer && have_blob {
-            return Err(Error::invalid("options 'layer' and 'blob' exclude each other"));
+            return Err(Error::invalid(
+                "options 'layer' and 'blob' exclude each other",
+            ));
         }
         Ok(o)
     }

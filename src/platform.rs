@@ -18,25 +18,38 @@ impl Platform {
         let ok_part = |p: &str| {
             !p.is_empty()
                 && p.len() <= 64
-                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
         };
         if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| ok_part(p)) {
             return Err(Error::invalid(format!(
                 "bad platform '{s}': expected os/arch[/variant], e.g. linux/arm64/v8"
             )));
         }
-        Ok(Platform::new(parts[0], parts[1], parts.get(2).copied().unwrap_or("")))
+        Ok(Platform::new(
+            parts[0],
+            parts[1],
+            parts.get(2).copied().unwrap_or(""),
+        ))
     }
 
     /// A normalised platform from its parts.
     pub fn new(os: &str, arch: &str, variant: &str) -> Platform {
         let os = os.to_ascii_lowercase();
-        let os = if os == "macos" { "darwin".to_string() } else { os };
+        let os = if os == "macos" {
+            "darwin".to_string()
+        } else {
+            os
+        };
         let arch = arch.to_ascii_lowercase();
         let variant = variant.to_ascii_lowercase();
         let (arch, variant) = match arch.as_str() {
             "x86_64" | "x86-64" | "amd64" => {
-                let v = if variant == "v1" { String::new() } else { variant };
+                let v = if variant == "v1" {
+                    String::new()
+                } else {
+                    variant
+                };
                 ("amd64".to_string(), v)
             }
             "aarch64" | "arm64" => {
@@ -126,7 +139,11 @@ mod tests {
     #[test]
     fn rejects() {
         for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64"] {
-            assert_eq!(Platform::parse(bad).unwrap_err().errno(), libc::EINVAL, "{bad}");
+            assert_eq!(
+                Platform::parse(bad).unwrap_err().errno(),
+                libc::EINVAL,
+                "{bad}"
+            );
         }
     }
 

@@ -80,7 +80,9 @@ impl Reference {
         }
         let (domain, path) = match name.split_once('/') {
             Some((first, remainder))
-                if first.contains('.') || first.contains(':') || first == "localhost"
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
                     || first.chars().any(|c| c.is_ascii_uppercase()) =>
             {
                 (first.to_string(), remainder.to_string())
@@ -168,7 +170,7 @@ impl LegacyUrl {
         let rest: Vec<&str> = parts.collect();
         // A trailing '/' leaves one empty part: allowed.
         let rest: Vec<&str> = match rest.split_last() {
-            Some((last, init)) if last.is_empty() => init.to_vec(),
+            Some((&"", init)) => init.to_vec(),
             _ => rest,
         };
         let registry = if is_docker_hub(host) {
@@ -273,10 +275,19 @@ fn check_domain(d: &str) -> Result<()> {
         let (h, p) = rest
             .split_once(']')
             .ok_or_else(|| Error::invalid(format!("bad registry host '{d}'")))?;
-        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(Error::invalid(format!("bad registry host '{d}'")));
         }
-        (None, p.strip_prefix(':').map(Some).unwrap_or(if p.is_empty() { None } else { Some("x") }))
+        (
+            None,
+            p.strip_prefix(':')
+                .map(Some)
+                .unwrap_or(if p.is_empty() { None } else { Some("x") }),
+        )
     } else {
         match d.rsplit_once(':') {
             Some((h, p)) => (Some(h), Some(p)),
@@ -288,7 +299,9 @@ fn check_domain(d: &str) -> Result<()> {
             && h.len() <= 253
             && h.split('.').all(|label| {
                 !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });
@@ -379,14 +392,17 @@ mod tests {
         assert_eq!(a.registry, "localhost:5000");
         assert_eq!(a.repository, "a/b/c");
         assert_eq!(a.tag.as_deref(), Some("tag"));
-        let b = r(&format!("host/repo@{D}"));
-        assert_eq!(b.registry, "host");
+        let b = r(&format!("host.example/repo@{D}"));
+        assert_eq!(b.registry, "host.example");
         assert_eq!(b.tag, None);
         assert_eq!(b.manifest_ref(), D);
         let c = r(&format!("127.0.0.1:5000/repo:v1@{D}"));
         assert_eq!(c.tag.as_deref(), Some("v1"));
         assert_eq!(c.manifest_ref(), D);
         assert_eq!(r("localhost/x").registry, "localhost");
+        // No dot, colon or localhost: a Docker Hub namespace, as docker says.
+        assert_eq!(r("host/repo").registry, "registry-1.docker.io");
+        assert_eq!(r("host/repo").repository, "host/repo");
         assert_eq!(r("[::1]:5000/x:y").registry, "[::1]:5000");
     }
 
@@ -417,7 +433,10 @@ mod tests {
         let u = LegacyUrl::parse("http://127.0.0.1:5000/v2/library/hello/").unwrap();
         assert_eq!(u.reference.repository, "library/hello");
         assert_eq!(u.reference.scheme, Scheme::Http);
-        assert_eq!((u.os.as_str(), u.arch.as_str(), u.layer), ("linux", "amd64", 0));
+        assert_eq!(
+            (u.os.as_str(), u.arch.as_str(), u.layer),
+            ("linux", "amd64", 0)
+        );
         let u =
             LegacyUrl::parse("https://h/v2/library/hello/arch-arm64/os-linux/digest-2").unwrap();
         assert_eq!((u.arch.as_str(), u.layer), ("arm64", 1));

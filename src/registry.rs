@@ -204,7 +204,9 @@ impl Registry {
                 media_type: String::new(),
             });
         }
-        let Target::Layer(n) = *target else { unreachable!() };
+        let Target::Layer(n) = *target else {
+            unreachable!()
+        };
         let layers = match self.manifest(r.manifest_ref())? {
             Document::Image(layers) => layers,
             Document::Index(entries) => {

@@ -282,7 +282,11 @@ impl Handler for Sink {
                     "too large"
                 };
                 self.fail(Error::new(
-                    if self.expect_len.is_some() { libc::EBADMSG } else { libc::EFBIG },
+                    if self.expect_len.is_some() {
+                        libc::EBADMSG
+                    } else {
+                        libc::EFBIG
+                    },
                     format!(
                         "{}: {} {}: response body is {what} (more than {limit} bytes)",
                         self.step,

@@ -27,9 +27,11 @@ struct Handle {
 }
 
 #[cfg(not(feature = "erofs-abi-108"))]
-static OPS_CALLER: erofs_vfops = abi::ops_table(op_read, op_pread, op_lseek, op_fstat, oci_registry_close);
+static OPS_CALLER: erofs_vfops =
+    abi::ops_table(op_read, op_pread, op_lseek, op_fstat, oci_registry_close);
 #[cfg(not(feature = "erofs-abi-108"))]
-static OPS_OWNED: erofs_vfops = abi::ops_table(op_read, op_pread, op_lseek, op_fstat, close_oci_registry);
+static OPS_OWNED: erofs_vfops =
+    abi::ops_table(op_read, op_pread, op_lseek, op_fstat, close_oci_registry);
 #[cfg(feature = "erofs-abi-108")]
 static OPS_CALLER: erofs_vfops = abi::ops_table(op_read, op_pread, op_lseek, op_fstat);
 #[cfg(feature = "erofs-abi-108")]
@@ -213,7 +215,8 @@ pub unsafe extern "C" fn oci_registry_open(
             if vf.is_null() {
                 return Err(Error::invalid("NULL vfile"));
             }
-            let reference = c_str(r#ref, "reference")?.ok_or_else(|| Error::invalid("NULL reference"))?;
+            let reference =
+                c_str(r#ref, "reference")?.ok_or_else(|| Error::invalid("NULL reference"))?;
             let options = c_str(options, "options")?;
             crate::open_reference(reference, options)
         })();
@@ -279,7 +282,11 @@ fn clamp_len(len: usize) -> usize {
 /// # Safety
 /// `buf` is valid for `len` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn oci_registry_read(vf: *mut erofs_vfile, buf: *mut c_void, len: usize) -> libc::ssize_t {
+pub unsafe extern "C" fn oci_registry_read(
+    vf: *mut erofs_vfile,
+    buf: *mut c_void,
+    len: usize,
+) -> libc::ssize_t {
     guard(-libc::EIO as isize, || {
         let h = match handle(vf) {
             Ok(h) => h,
@@ -356,7 +363,11 @@ pub unsafe extern "C" fn oci_registry_pread(
 /// # Safety
 /// `vf` is NULL or a vfile.
 #[no_mangle]
-pub unsafe extern "C" fn oci_registry_lseek(vf: *mut erofs_vfile, offset: u64, whence: c_int) -> libc::off_t {
+pub unsafe extern "C" fn oci_registry_lseek(
+    vf: *mut erofs_vfile,
+    offset: u64,
+    whence: c_int,
+) -> libc::off_t {
     guard(-libc::EIO as libc::off_t, || {
         let h = match handle(vf) {
             Ok(h) => h,
@@ -372,7 +383,10 @@ pub unsafe extern "C" fn oci_registry_lseek(vf: *mut erofs_vfile, offset: u64, w
             libc::SEEK_DATA | libc::SEEK_HOLE => {
                 let at = offset as i128;
                 if at < 0 || at >= size || offset > i64::MAX as u64 {
-                    return fail(&Error::new(libc::ENXIO, "lseek: offset is at or past the end")) as libc::off_t;
+                    return fail(&Error::new(
+                        libc::ENXIO,
+                        "lseek: offset is at or past the end",
+                    )) as libc::off_t;
                 }
                 if whence == libc::SEEK_DATA {
                     at
@@ -380,11 +394,15 @@ pub unsafe extern "C" fn oci_registry_lseek(vf: *mut erofs_vfile, offset: u64, w
                     size
                 }
             }
-            _ => return fail(&Error::invalid(format!("lseek: unknown whence {whence}"))) as libc::off_t,
+            _ => {
+                return fail(&Error::invalid(format!("lseek: unknown whence {whence}")))
+                    as libc::off_t
+            }
         };
         if new < 0 || new > i64::MAX as i128 {
-            return fail(&Error::invalid(format!("lseek: resulting offset {new} is out of range")))
-                as libc::off_t;
+            return fail(&Error::invalid(format!(
+                "lseek: resulting offset {new} is out of range"
+            ))) as libc::off_t;
         }
         *off = new as u64;
         new as libc::off_t

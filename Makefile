@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+#
+# make          build liboci_registry (.so + .a) for erofs-utils 1.9.x
+# make EROFS_ABI=1.8   the same for erofs-utils 1.8.0 - 1.8.6
+# make test     everything a change must pass (installs what is missing)
+# make demo     local registry, sample image, the library streaming layers
+# make bench    performance figures as ratios against curl / openssl
+
+SHELL := /bin/bash
+CARGO ?= cargo
+CC ?= cc
+EROFS_ABI ?= 1.9
+WORK := $(CURDIR)/c-tests/work
+BUILD := $(CURDIR)/c-tests/build
+
+ifeq ($(EROFS_ABI),1.8)
+CARGO_FLAGS := --release --features erofs-abi-108 --target-dir target/erofs-1.8
+LIBDIR := $(CURDIR)/target/erofs-1.8/release
+INCDIR := $(CURDIR)/include/erofs-1.8
+else ifeq ($(EROFS_ABI),1.9)
+CARGO_FLAGS := --release
+LIBDIR := $(CURDIR)/target/release
+INCDIR := $(CURDIR)/include
+else
+$(error EROFS_ABI must be 1.8 or 1.9)
+endif
+
+CFLAGS_TEST := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g
+LDLIBS_TEST := -loci_registry -lcrypto -lpthread
+
+.PHONY: all lib lib-1.8 lib-1.9 deps header-check cargo-test lint \
+	c-build c-build-1.8 c-build-1.9 test demo bench clean
+
+all: lib
+
+lib:
+	$(CARGO) build $(CARGO_FLAGS)
+
+lib-1.9:
+	$(MAKE) lib EROFS_ABI=1.9
+
+lib-1.8:
+	$(MAKE) lib EROFS_ABI=1.8
+
+deps:
+	bash c-tests/setup-deps.sh
+
+# The committed headers must be what build.rs generates for both layouts.
+header-check: lib-1.9 lib-1.8
+	@if git -C $(CURDIR) rev-parse --git-dir >/dev/null 2>&1; then \
+		if ! git -C $(CURDIR) diff --exit-code --stat -- include/ || \
+		   [ -n "$$(git -C $(CURDIR) status --porcelain -- include/)" ]; then \
+			echo "header-check: include/ differs from what build.rs generates: commit the regenerated header" >&2; \
+			exit 1; \
+		fi; \
+		echo "header-check: include/ is up to date"; \
+	else \
+		echo "header-check: not a git checkout, skipped"; \
+	fi
+
+cargo-test:
+	$(CARGO) test --release
+	$(CARGO) test --release --features erofs-abi-108 --target-dir target/erofs-1.8 ffi::
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --all-targets --features erofs-abi-108 --target-dir target/erofs-1.8 -- -D warnings
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+# $(1): 1.9 or 1.8, $(2): library dir, $(3): include dir
+define c_programs
+c-build-$(1): lib-$(1) | $(BUILD)
+	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/harness.c -o $(BUILD)/harness-$(1) \
+		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
+	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/stream_big.c -o $(BUILD)/stream_big-$(1) \
+		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
+endef
+$(eval $(call c_programs,1.9,$(CURDIR)/target/release,$(CURDIR)/include))
+$(eval $(call c_programs,1.8,$(CURDIR)/target/erofs-1.8/release,$(CURDIR)/include/erofs-1.8))
+
+c-build: c-build-1.9 c-build-1.8
+
+test: deps header-check cargo-test lint c-build
+	bash c-tests/run-tests.sh $(WORK) $(BUILD)
+
+demo: deps lib-1.9 | $(BUILD)
+	$(CC) $(CFLAGS_TEST) -I include c-tests/demo.c -o $(BUILD)/demo \
+		-L target/release -loci_registry -Wl,-rpath,$(CURDIR)/target/release
+	bash c-tests/demo.sh $(WORK) $(BUILD)
+
+bench: deps c-build-1.9
+	bash c-tests/bench.sh $(WORK) $(BUILD)
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
