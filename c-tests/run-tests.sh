@@ -1,0 +1,68 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+# The integration half of `make test`: a real registry on loopback, the
+# fixture images, the ABI check against erofs-utils' own headers, and the
+# C harness (under valgrind) for both vfops layouts.
+# Usage: run-tests.sh WORKDIR BUILDDIR
+set -euo pipefail
+WORK=$1
+BUILD=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+CC=${CC:-cc}
+CFLAGS="-std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g"
+VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full
+	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect)
+
+passed=0
+failed=0
+# run NAME CMD...: run a test program, add up its "N passed, N failed"
+run() {
+	local name=$1 log p f rc=0
+	shift
+	log="$BUILD/$name.log"
+	echo "--- $name"
+	"$@" >"$log" 2>&1 || rc=$?
+	grep -E 'FAIL|ERROR SUMMARY|==[0-9]+==' "$log" | head -40 || true
+	tail -n 3 "$log"
+	read -r p f < <(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$log" | tail -n 1) || true
+	p=${p:-0}
+	f=${f:-0}
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		echo "$name: exit status $rc" >&2
+		f=1
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+}
+
+bash "$HERE/registry.sh" start "$WORK" >/dev/null
+trap 'bash "$HERE/registry.sh" stop "$WORK" >/dev/null' EXIT
+# shellcheck disable=SC1091
+. "$WORK/registry.env"
+python3 "$HERE/push_fixtures.py" --registry "$REGISTRY" --work "$WORK"
+bash "$HERE/erofs-src.sh" "$WORK"
+
+# The layout of our structs against erofs-utils' own <erofs/io.h>.
+for abi in 1.9 1.8; do
+	inc="$ROOT/include"
+	[ "$abi" = 1.8 ] && inc="$ROOT/include/erofs-1.8"
+	$CC $CFLAGS -I "$inc" -c "$HERE/abi_ours.c" -o "$BUILD/abi_ours-$abi.o"
+	$CC $CFLAGS -I "$WORK/erofs-$abi/include" -I "$inc" \
+		-c "$HERE/abi_erofs.c" -o "$BUILD/abi_erofs-$abi.o"
+	$CC $CFLAGS -I "$inc" -c "$HERE/abi_check.c" -o "$BUILD/abi_check-$abi.o"
+	$CC "$BUILD/abi_ours-$abi.o" "$BUILD/abi_erofs-$abi.o" \
+		"$BUILD/abi_check-$abi.o" -o "$BUILD/abi-$abi"
+	run "abi-$abi" "$BUILD/abi-$abi"
+done
+
+run harness-1.9 "${VALGRIND[@]}" "$BUILD/harness-1.9" "$WORK/fixtures.txt" "$WORK"
+run harness-1.8 "${VALGRIND[@]}" "$BUILD/harness-1.8" "$WORK/fixtures.txt" "$WORK"
+
+read -r _ big_ref big_digest big_size < <(awk '$1 == "big"' "$WORK/fixtures.txt")
+big_url=$(awk '$1 == "url" && $2 ~ /library\/big\/digest-1$/ { print $2; exit }' "$WORK/fixtures.txt")
+run stream_big "$BUILD/stream_big-1.9" "$big_ref" "$big_url" "$big_digest" "$big_size"
+grep -E 'entry=|peak_rss' "$BUILD/stream_big.log" || true
+
+echo "integration: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
