@@ -43,17 +43,21 @@ trap 'bash "$HERE/registry.sh" stop "$WORK" >/dev/null' EXIT
 python3 "$HERE/push_fixtures.py" --registry "$REGISTRY" --work "$WORK"
 bash "$HERE/erofs-src.sh" "$WORK"
 
-# The layout of our structs against erofs-utils' own <erofs/io.h>.
+# The layout of our structs against erofs-utils' own <erofs/io.h>, and a
+# vfile of ours read through erofs-utils' struct.
 for abi in 1.9 1.8; do
 	inc="$ROOT/include"
-	[ "$abi" = 1.8 ] && inc="$ROOT/include/erofs-1.8"
-	$CC $CFLAGS -I "$inc" -c "$HERE/abi_ours.c" -o "$BUILD/abi_ours-$abi.o"
-	$CC $CFLAGS -I "$WORK/erofs-$abi/include" -I "$inc" \
-		-c "$HERE/abi_erofs.c" -o "$BUILD/abi_erofs-$abi.o"
-	$CC $CFLAGS -I "$inc" -c "$HERE/abi_check.c" -o "$BUILD/abi_check-$abi.o"
-	$CC "$BUILD/abi_ours-$abi.o" "$BUILD/abi_erofs-$abi.o" \
-		"$BUILD/abi_check-$abi.o" -o "$BUILD/abi-$abi"
-	run "abi-$abi" "$BUILD/abi-$abi"
+	lib="$ROOT/target/release"
+	if [ "$abi" = 1.8 ]; then
+		inc="$ROOT/include/erofs-1.8"
+		lib="$ROOT/target/erofs-1.8/release"
+	fi
+	# shellcheck disable=SC2086
+	$CC $CFLAGS -I "$inc" "$HERE/abi_ours.c" "$HERE/abi_check.c" \
+		-I "$WORK/erofs-$abi/include" "$HERE/abi_erofs.c" \
+		-o "$BUILD/abi-$abi" -L "$lib" -loci_registry -lcrypto -lpthread \
+		-Wl,-rpath,"$lib"
+	run "abi-$abi" "$BUILD/abi-$abi" "$WORK/fixtures.txt"
 done
 
 run harness-1.9 "${VALGRIND[@]}" "$BUILD/harness-1.9" "$WORK/fixtures.txt" "$WORK"
