@@ -87,8 +87,14 @@ struct Fetch {
     next_off: u64,
     /// End (exclusive) of what it fetches.
     end_off: u64,
+    /// Blocks before this offset are in the cache (or were): the fetch
+    /// still brings those from here on, some maybe being hashed.
+    visible_off: u64,
     /// The received part of the block `next_off` is in.
     partial: Vec<u8>,
+    /// The blob's last block, held back until the transfer has ended
+    /// cleanly (a body longer than the descriptor says must not pass).
+    tail: Option<Block>,
     /// Open-ended, paced by the readahead window.
     readahead: bool,
     transfer: Option<Transfer>,
@@ -198,12 +204,7 @@ impl BodyTarget for BlockSink {
         let mut st = inner.lock();
         let hint = st.hint;
         let no_ranges = st.no_ranges;
-        let State {
-            fetches,
-            cache,
-            stats,
-            ..
-        } = &mut *st;
+        let State { fetches, stats, .. } = &mut *st;
         let f = match fetches.get_mut(&self.id) {
             Some(f) if f.gen == self.gen => f,
             _ => return Err(cancelled()),
@@ -238,21 +239,48 @@ impl BodyTarget for BlockSink {
             d = &d[take..];
             if f.next_off == blk_end {
                 let full = std::mem::replace(&mut f.partial, Vec::with_capacity(bs as usize));
-                let b: Block = Arc::new(full);
-                cache.insert(idx, b.clone());
-                done_blocks.push((idx, b));
+                done_blocks.push((idx, Arc::new(full) as Block));
             }
         }
         stats.bytes_fetched += data.len().min(remaining as usize) as u64;
-        if f.next_off == f.end_off {
-            f.phase = Phase::Done;
-            complete = true;
-        }
+        let reached_end = f.next_off == f.end_off;
         drop(st);
-        inner.cond.notify_all();
+        // Hash before the blocks become visible: a reader that sees the
+        // last block then also sees the verdict.
         for (idx, b) in &done_blocks {
             inner.offer_hash(*idx, b);
         }
+        let mut st = inner.lock();
+        let last = inner.nblocks() - 1;
+        let to_eof = st
+            .fetches
+            .get(&self.id)
+            .is_some_and(|f| f.end_off == inner.size);
+        let mut visible = None;
+        let mut tail = None;
+        for (idx, b) in done_blocks {
+            if idx == last && to_eof {
+                tail = Some(b);
+                continue;
+            }
+            visible = Some(idx * bs + b.len() as u64);
+            st.cache.insert(idx, b);
+        }
+        if let Some(f) = st.fetches.get_mut(&self.id) {
+            if let Some(v) = visible {
+                f.visible_off = f.visible_off.max(v);
+            }
+            if tail.is_some() {
+                f.tail = tail;
+            }
+            if reached_end && !to_eof && f.gen == self.gen {
+                // A one-off range: complete without waiting for the end.
+                f.phase = Phase::Done;
+                complete = true;
+            }
+        }
+        drop(st);
+        inner.cond.notify_all();
         if complete && data.len() as u64 > remaining {
             // Stop the transfer: we have all we asked for.
             return Err(cancelled());
@@ -261,24 +289,44 @@ impl BodyTarget for BlockSink {
     }
 
     fn finished(&mut self, outcome: &Result<()>) {
-        let mut st = self.inner.lock();
-        if let Some(f) = st.fetches.get_mut(&self.id) {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        let State { fetches, cache, .. } = &mut *st;
+        if let Some(f) = fetches.get_mut(&self.id) {
             if f.gen == self.gen && !matches!(f.phase, Phase::Done) {
-                f.phase = match outcome {
-                    Err(e) => Phase::Failed(e.clone()),
-                    Ok(()) if f.next_off < f.end_off => Phase::Failed(Error::new(
-                        libc::ECONNRESET,
-                        format!(
-                            "read blob {}: the body ended at byte {} of {}",
-                            self.inner.digest, f.next_off, f.end_off
-                        ),
-                    )),
-                    Ok(()) => Phase::Done,
+                let all_in = f.next_off == f.end_off;
+                let accept = match outcome {
+                    Ok(()) => all_in,
+                    // Every byte is here; the digest will judge them.
+                    Err(e) => all_in && f.tail.is_some() && e.is_retryable(),
                 };
+                if accept {
+                    if let Some(t) = f.tail.take() {
+                        cache.insert(inner.nblocks() - 1, t);
+                    }
+                    f.visible_off = f.end_off;
+                    f.phase = Phase::Done;
+                } else {
+                    if all_in && f.tail.take().is_some() {
+                        // Fetch the held-back last block again on a retry.
+                        f.next_off = (inner.nblocks() - 1) * inner.block;
+                        f.partial.clear();
+                    }
+                    f.phase = Phase::Failed(match outcome {
+                        Err(e) => e.clone(),
+                        Ok(()) => Error::new(
+                            libc::ECONNRESET,
+                            format!(
+                                "read blob {}: the body ended at byte {} of {}",
+                                inner.digest, f.next_off, f.end_off
+                            ),
+                        ),
+                    });
+                }
             }
         }
         drop(st);
-        self.inner.cond.notify_all();
+        inner.cond.notify_all();
     }
 }
 
@@ -385,7 +433,7 @@ impl Blob {
             .iter()
             .filter(|(_, f)| !matches!(f.phase, Phase::Done))
             .filter(|(_, f)| {
-                let first = f.next_off / bs;
+                let first = f.visible_off / bs;
                 let end = f.end_off.div_ceil(bs);
                 k >= first
                     && k < end
@@ -399,13 +447,16 @@ impl Blob {
         let bs = self.inner.block;
         let id = st.next_id;
         st.next_id += 1;
+
         st.fetches.insert(
             id,
             Fetch {
                 gen: 0,
                 next_off: start_block * bs,
                 end_off: (end_block * bs).min(self.inner.size),
+                visible_off: start_block * bs,
                 partial: Vec::with_capacity(bs as usize),
+                tail: None,
                 readahead,
                 transfer: None,
                 phase: Phase::Starting,
@@ -438,7 +489,9 @@ impl Blob {
             let mut st = inner.lock();
             let State { fetches, stats, .. } = &mut *st;
             let f = fetches.get_mut(&id)?;
+            // A new attempt: what the previous one said no longer counts.
             f.gen += 1;
+            f.phase = Phase::Starting;
             stats.requests += 1;
             Some(Box::new(BlockSink {
                 inner: inner.clone(),
@@ -582,7 +635,7 @@ impl Blob {
         st.stats.bytes_served += copied as u64;
         drop(st);
         if off + len as u64 == size && self.cfg.verify != Verify::None {
-            self.check_end(b1)?;
+            self.check_end()?;
         }
         Ok(copied)
     }
@@ -638,14 +691,10 @@ impl Blob {
     }
 
     /// The read that reached the end: the running hash's verdict, if the
-    /// whole blob went through it.
-    fn check_end(&self, last: u64) -> Result<()> {
-        let inner = &self.inner;
-        let block = inner.lock().cache.peek(last);
-        if let Some(b) = block {
-            inner.offer_hash(last, &b);
-        }
-        let ch = inner.chain.lock().unwrap_or_else(|e| e.into_inner());
+    /// whole blob went through it. Blocks are hashed before they become
+    /// visible, so when the chain reached the end the verdict is there.
+    fn check_end(&self) -> Result<()> {
+        let ch = self.inner.chain.lock().unwrap_or_else(|e| e.into_inner());
         match &ch.verdict {
             Some(Err(e)) => Err(e.clone()),
             _ => Ok(()),
