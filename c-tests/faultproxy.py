@@ -24,6 +24,8 @@ Control API (main port only; never forwarded):
   DELETE /__proxy/rules   clears the rules
   GET    /__proxy/stats   JSON counters (see Stats.snapshot)
   DELETE /__proxy/stats   resets the counters
+  GET    /__proxy/token   a stand-in Bearer token issuer: {"token": ...}
+  GET    /__proxy/tokens  how many tokens were issued, and their queries
 
 Rule fields:
   match     python regex, re.search()ed in the request path (with query)
@@ -118,6 +120,8 @@ def log(msg):
 
 
 QUIET = False
+TOKEN_LOCK = threading.Lock()
+TOKENS = {"issued": 0, "queries": []}
 
 
 def error_body(code, path):
@@ -666,6 +670,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return reply(200, {"ok": True})
             if method in ("GET", "HEAD"):
                 return reply(200, RULES.listing())
+        elif path == "/__proxy/token":
+            # A stand-in Bearer token issuer: counts its calls and hands
+            # out numbered tokens (the registry behind does not check them).
+            with TOKEN_LOCK:
+                TOKENS["issued"] += 1
+                TOKENS["queries"].append(self.target().split("?", 1)[-1])
+                n = TOKENS["issued"]
+            return reply(200, {"token": f"test-token-{n}", "expires_in": 300})
+        elif path == "/__proxy/tokens":
+            with TOKEN_LOCK:
+                return reply(200, dict(TOKENS))
         elif path == "/__proxy/stats":
             if method in ("GET", "HEAD"):
                 return reply(200, STATS.snapshot())

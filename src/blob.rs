@@ -1,53 +1,381 @@
-//! Reading one blob: a sequential stream with a bounded readahead buffer
-//! (a short forward jump skips within it, a far one starts a new ranged
-//! stream), and one-off Range requests for random reads.
+//! Reading one blob through a block cache.
 //!
-//! A stream that starts at byte 0 is hashed as it arrives (on the I/O
-//! thread); the read that reaches the end of the blob waits for the
-//! transfer to finish and fails with EBADMSG when the digest or the size
-//! is wrong, instead of reporting EOF.
+//! Every byte served comes from a fixed, aligned block of the in-memory
+//! cache. Missing blocks are fetched by *fetches*: Range GETs whose body
+//! the I/O thread cuts into blocks as it arrives. A sequential reader gets
+//! one open-ended fetch that runs ahead of it by the readahead window and
+//! pauses there; a random miss gets a one-off fetch of its run of missing
+//! blocks (adjacent misses coalesced). Several threads' misses are in
+//! flight at once on the one curl multi handle, and a thread that needs a
+//! block another fetch is bringing waits for it.
+//!
+//! A fetch that fails with a transient error (a dropped connection, a
+//! 5xx, a 429) is resumed from the exact byte where it stopped, by the
+//! reader that needs it, after a backoff.
+//!
+//! A block a sequential reader has read to its end leaves the cache at
+//! once (drop-behind), so streaming a blob of any size costs the
+//! readahead window, and the cache keeps what random readers use.
+//!
+//! Verification: blocks that arrive in order from byte 0 extend a running
+//! hash (computed on the I/O thread); when it reaches the end it is
+//! checked against the digest, and the read that reaches the end of the
+//! blob fails with EBADMSG on a mismatch, as do all reads after it.
+//! `verify=full` fetches and verifies the whole blob at open.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use crate::cache::{Block, BlockCache};
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::registry::{BlobDesc, Registry};
-use crate::transport::{Request, Transfer};
+use crate::options::{Options, Verify};
+use crate::registry::{backoff, BlobDesc, Registry};
+use crate::transport::{BodyTarget, Request, Transfer};
 
-/// Readahead buffer of a sequential stream.
-pub const DEFAULT_BUFFER: usize = 8 << 20;
-/// A forward jump up to this far is skipped within the open stream.
-const SKIP_WINDOW: u64 = 2 << 20;
+/// How a blob is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadConfig {
+    pub block: usize,
+    pub cache_mem: usize,
+    pub readahead: usize,
+    pub verify: Verify,
+    pub retries: u32,
+}
 
-struct Seq {
-    stream: Option<Transfer>,
-    /// Offset of the next byte the stream yields.
-    pos: u64,
-    /// End of the last read served (to spot sequential preads).
-    last_end: u64,
+impl ReadConfig {
+    pub fn from_options(o: &Options) -> ReadConfig {
+        ReadConfig {
+            block: o.block,
+            cache_mem: o.cache_mem,
+            readahead: o.readahead,
+            verify: o.verify,
+            retries: o.retries,
+        }
+    }
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig::from_options(&Options::default())
+    }
+}
+
+/// Counters of one open blob.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes_fetched: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub bytes_served: u64,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Starting,
+    Running,
+    Done,
+    Failed(Error),
+}
+
+struct Fetch {
+    /// Attempt number; deliveries of superseded attempts are refused.
+    gen: u64,
+    /// Offset of the next byte this fetch will receive.
+    next_off: u64,
+    /// End (exclusive) of what it fetches.
+    end_off: u64,
+    /// Blocks before this offset are in the cache (or were): the fetch
+    /// still brings those from here on, some maybe being hashed.
+    visible_off: u64,
+    /// The received part of the block `next_off` is in.
+    partial: Vec<u8>,
+    /// The blob's last block, held back until the transfer has ended
+    /// cleanly (a body longer than the descriptor says must not pass).
+    tail: Option<Block>,
+    /// Open-ended, paced by the readahead window.
+    readahead: bool,
+    transfer: Option<Transfer>,
+    phase: Phase,
+    attempts: u32,
+    restarting: bool,
+}
+
+/// The running hash over the blob's prefix `[0, next)`.
+struct Chain {
+    next: u64,
+    hasher: Option<Hasher>,
+    verdict: Option<Result<()>>,
+}
+
+struct State {
+    cache: BlockCache,
+    fetches: HashMap<u64, Fetch>,
+    next_id: u64,
+    /// End of the last read, to spot sequential access.
+    seq_end: u64,
+    /// The block a sequential reader is at: readahead runs to here plus
+    /// the window, then pauses.
+    hint: u64,
+    /// The registry answered a ranged GET with the whole blob.
+    no_ranges: bool,
+    /// Set once the digest check failed: every read fails after that.
+    poisoned: Option<Error>,
+    stats: Stats,
+}
+
+struct Inner {
+    st: Mutex<State>,
+    cond: Condvar,
+    chain: Mutex<Chain>,
+    size: u64,
+    block: u64,
+    window: u64,
+    digest: Digest,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn nblocks(&self) -> u64 {
+        self.size.div_ceil(self.block)
+    }
+
+    /// Offers a block to the running hash; the hash also takes the cached
+    /// blocks that follow it.
+    fn offer_hash(&self, idx: u64, data: &Block) {
+        let mut ch = self.chain.lock().unwrap_or_else(|e| e.into_inner());
+        if ch.hasher.is_none() || ch.next != idx * self.block {
+            return;
+        }
+        let mut block = data.clone();
+        loop {
+            if let Some(h) = ch.hasher.as_mut() {
+                h.update(&block);
+            }
+            ch.next += block.len() as u64;
+            if ch.next >= self.size {
+                let got = ch.hasher.take().map(Hasher::finish);
+                let verdict = match got {
+                    Some(got) if got == self.digest => Ok(()),
+                    Some(got) => Err(Error::new(
+                        libc::EBADMSG,
+                        format!(
+                            "read blob: digest mismatch: expected {}, got {got}",
+                            self.digest
+                        ),
+                    )),
+                    None => Ok(()),
+                };
+                if let Err(e) = &verdict {
+                    self.lock().poisoned = Some(e.clone());
+                }
+                ch.verdict = Some(verdict);
+                return;
+            }
+            let next = ch.next / self.block;
+            match self.lock().cache.peek(next) {
+                Some(b) => block = b,
+                None => return,
+            }
+        }
+    }
+}
+
+/// The I/O thread's end of one fetch attempt.
+struct BlockSink {
+    inner: Arc<Inner>,
+    id: u64,
+    gen: u64,
+}
+
+fn cancelled() -> Error {
+    Error::new(libc::ECANCELED, "fetch superseded")
+}
+
+impl BodyTarget for BlockSink {
+    fn deliver(&mut self, data: &[u8]) -> Result<bool> {
+        let inner = &self.inner;
+        let bs = inner.block;
+        let mut st = inner.lock();
+        let hint = st.hint;
+        let no_ranges = st.no_ranges;
+        let State { fetches, stats, .. } = &mut *st;
+        let f = match fetches.get_mut(&self.id) {
+            Some(f) if f.gen == self.gen => f,
+            _ => return Err(cancelled()),
+        };
+        if f.readahead && !no_ranges && f.next_off / bs > hint + inner.window {
+            return Ok(false);
+        }
+        let mut d = data;
+        let remaining = f.end_off - f.next_off;
+        let mut complete = false;
+        if d.len() as u64 > remaining {
+            if f.end_off == inner.size {
+                return Err(Error::new(
+                    libc::EBADMSG,
+                    format!(
+                        "read blob {}: the body is longer than the {} bytes its descriptor says",
+                        inner.digest, inner.size
+                    ),
+                ));
+            }
+            // A server that ignored our Range: keep what was asked for.
+            d = &d[..remaining as usize];
+            complete = true;
+        }
+        let mut done_blocks = Vec::new();
+        while !d.is_empty() {
+            let idx = f.next_off / bs;
+            let blk_end = ((idx + 1) * bs).min(inner.size);
+            let take = ((blk_end - f.next_off) as usize).min(d.len());
+            f.partial.extend_from_slice(&d[..take]);
+            f.next_off += take as u64;
+            d = &d[take..];
+            if f.next_off == blk_end {
+                let full = std::mem::replace(&mut f.partial, Vec::with_capacity(bs as usize));
+                done_blocks.push((idx, Arc::new(full) as Block));
+            }
+        }
+        stats.bytes_fetched += data.len().min(remaining as usize) as u64;
+        let reached_end = f.next_off == f.end_off;
+        drop(st);
+        // Hash before the blocks become visible: a reader that sees the
+        // last block then also sees the verdict.
+        for (idx, b) in &done_blocks {
+            inner.offer_hash(*idx, b);
+        }
+        let mut st = inner.lock();
+        let last = inner.nblocks() - 1;
+        let to_eof = st
+            .fetches
+            .get(&self.id)
+            .is_some_and(|f| f.end_off == inner.size);
+        let mut visible = None;
+        let mut tail = None;
+        for (idx, b) in done_blocks {
+            if idx == last && to_eof {
+                tail = Some(b);
+                continue;
+            }
+            visible = Some(idx * bs + b.len() as u64);
+            st.cache.insert(idx, b);
+        }
+        if let Some(f) = st.fetches.get_mut(&self.id) {
+            if let Some(v) = visible {
+                f.visible_off = f.visible_off.max(v);
+            }
+            if tail.is_some() {
+                f.tail = tail;
+            }
+            if reached_end && !to_eof && f.gen == self.gen {
+                // A one-off range: complete without waiting for the end.
+                f.phase = Phase::Done;
+                complete = true;
+            }
+        }
+        drop(st);
+        inner.cond.notify_all();
+        if complete && data.len() as u64 > remaining {
+            // Stop the transfer: we have all we asked for.
+            return Err(cancelled());
+        }
+        Ok(true)
+    }
+
+    fn finished(&mut self, outcome: &Result<()>) {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        let State { fetches, cache, .. } = &mut *st;
+        if let Some(f) = fetches.get_mut(&self.id) {
+            if f.gen == self.gen && !matches!(f.phase, Phase::Done) {
+                let all_in = f.next_off == f.end_off;
+                let accept = match outcome {
+                    Ok(()) => all_in,
+                    // Every byte is here; the digest will judge them.
+                    Err(e) => all_in && f.tail.is_some() && e.is_retryable(),
+                };
+                if accept {
+                    if let Some(t) = f.tail.take() {
+                        cache.insert(inner.nblocks() - 1, t);
+                    }
+                    f.visible_off = f.end_off;
+                    f.phase = Phase::Done;
+                } else {
+                    if all_in && f.tail.take().is_some() {
+                        // Fetch the held-back last block again on a retry.
+                        f.next_off = (inner.nblocks() - 1) * inner.block;
+                        f.partial.clear();
+                    }
+                    f.phase = Phase::Failed(match outcome {
+                        Err(e) => e.clone(),
+                        Ok(()) => Error::new(
+                            libc::ECONNRESET,
+                            format!(
+                                "read blob {}: the body ended at byte {} of {}",
+                                inner.digest, f.next_off, f.end_off
+                            ),
+                        ),
+                    });
+                }
+            }
+        }
+        drop(st);
+        inner.cond.notify_all();
+    }
 }
 
 pub struct Blob {
     registry: Arc<Registry>,
     desc: BlobDesc,
     url: String,
-    buffer: usize,
-    seq: Mutex<Seq>,
+    cfg: ReadConfig,
+    inner: Arc<Inner>,
 }
 
 impl Blob {
-    pub fn new(registry: Arc<Registry>, desc: BlobDesc) -> Blob {
+    pub fn new(registry: Arc<Registry>, desc: BlobDesc, cfg: ReadConfig) -> Result<Blob> {
         let url = registry.blob_url(&desc.digest);
-        Blob {
+        let block = cfg.block as u64;
+        let verify = cfg.verify != Verify::None;
+        let inner = Arc::new(Inner {
+            st: Mutex::new(State {
+                cache: BlockCache::new(cfg.cache_mem),
+                fetches: HashMap::new(),
+                next_id: 1,
+                seq_end: 0,
+                hint: 0,
+                no_ranges: false,
+                poisoned: None,
+                stats: Stats::default(),
+            }),
+            cond: Condvar::new(),
+            chain: Mutex::new(Chain {
+                next: 0,
+                hasher: verify.then(|| Hasher::new(desc.digest.algorithm())),
+                verdict: None,
+            }),
+            size: desc.size,
+            block,
+            window: (cfg.readahead as u64).div_ceil(block).max(1),
+            digest: desc.digest.clone(),
+        });
+        let blob = Blob {
             registry,
             desc,
             url,
-            buffer: DEFAULT_BUFFER,
-            seq: Mutex::new(Seq {
-                stream: None,
-                pos: 0,
-                last_end: u64::MAX,
-            }),
+            cfg,
+            inner,
+        };
+        if cfg.verify == Verify::Full {
+            blob.verify_full()?;
         }
+        Ok(blob)
     }
 
     pub fn desc(&self) -> &BlobDesc {
@@ -58,120 +386,326 @@ impl Blob {
         self.desc.size
     }
 
-    fn request(&self, start: u64, end: Option<u64>) -> Request {
-        let mut req = Request::get("read blob", self.url.clone());
-        req.follow = true;
-        if start > 0 || end.is_some() {
-            req.range = Some((start, end));
-        }
-        req
+    pub fn stats(&self) -> Stats {
+        let st = self.inner.lock();
+        let mut s = st.stats;
+        s.cache_hits = st.cache.hits;
+        s.cache_misses = st.cache.misses;
+        s
     }
 
-    fn open_stream(&self, start: u64) -> Result<Transfer> {
-        let mut req = self.request(start, None);
-        req.buffer = self.buffer;
-        req.expect_len = Some(self.desc.size - start);
-        if start == 0 {
-            req.verify = Some(self.desc.digest.clone());
+    /// `verify=full`: the whole blob into the cache and checked before
+    /// any byte is served.
+    fn verify_full(&self) -> Result<()> {
+        if self.desc.size as usize > self.cfg.cache_mem {
+            return Err(Error::invalid(format!(
+                "verify=full: the blob ({} bytes) does not fit cache_mem ({} bytes); raise cache_mem",
+                self.desc.size, self.cfg.cache_mem
+            )));
         }
-        let (mut t, status, _) = self.registry.start(&req)?;
-        if status != 200 && status != 206 {
-            return Err(t.status_error(status));
+        let mut buf = vec![0u8; self.cfg.block];
+        let mut off = 0;
+        while off < self.desc.size {
+            let n = self.read_at(&mut buf, off, true)?;
+            if n == 0 {
+                break;
+            }
+            off += n as u64;
         }
-        Ok(t)
+        let ch = self.inner.chain.lock().unwrap_or_else(|e| e.into_inner());
+        match &ch.verdict {
+            Some(v) => v.clone(),
+            None if self.desc.size == 0 => {
+                Digest::parse(self.desc.digest.as_str())?.verify(&[], "read blob")
+            }
+            None => Err(Error::new(
+                libc::EIO,
+                "verify=full: the blob was not read in order",
+            )),
+        }
+        .map_err(|e| e.context("verify=full"))
+    }
+
+    /// Is block `k` being brought by a live fetch? Returns its id.
+    fn covering(&self, st: &State, k: u64) -> Option<u64> {
+        let bs = self.inner.block;
+        st.fetches
+            .iter()
+            .filter(|(_, f)| !matches!(f.phase, Phase::Done))
+            .filter(|(_, f)| {
+                let first = f.visible_off / bs;
+                let end = f.end_off.div_ceil(bs);
+                k >= first
+                    && k < end
+                    && (!f.readahead || st.no_ranges || k <= first + self.inner.window)
+            })
+            .map(|(id, _)| *id)
+            .next()
+    }
+
+    fn new_fetch(&self, st: &mut State, start_block: u64, end_block: u64, readahead: bool) -> u64 {
+        let bs = self.inner.block;
+        let id = st.next_id;
+        st.next_id += 1;
+
+        st.fetches.insert(
+            id,
+            Fetch {
+                gen: 0,
+                next_off: start_block * bs,
+                end_off: (end_block * bs).min(self.inner.size),
+                visible_off: start_block * bs,
+                partial: Vec::with_capacity(bs as usize),
+                tail: None,
+                readahead,
+                transfer: None,
+                phase: Phase::Starting,
+                attempts: 0,
+                restarting: false,
+            },
+        );
+        id
+    }
+
+    /// Sends (or resends, from where it stopped) the request of fetch
+    /// `id`. Called without the state lock.
+    fn launch(&self, id: u64) {
+        let inner = &self.inner;
+        let (from, to, readahead) = {
+            let mut st = inner.lock();
+            let Some(f) = st.fetches.get_mut(&id) else {
+                return;
+            };
+            // Resume at the start of the partial block's missing bytes.
+            (f.next_off, f.end_off, f.readahead)
+        };
+        let mut req = Request::get("read blob", self.url.clone());
+        req.follow = true;
+        let open_end = readahead && to == inner.size;
+        if from > 0 || !open_end {
+            req.range = Some((from, if open_end { None } else { Some(to - 1) }));
+        }
+        let mut make = || -> Option<Box<dyn BodyTarget>> {
+            let mut st = inner.lock();
+            let State { fetches, stats, .. } = &mut *st;
+            let f = fetches.get_mut(&id)?;
+            // A new attempt: what the previous one said no longer counts.
+            f.gen += 1;
+            f.phase = Phase::Starting;
+            stats.requests += 1;
+            Some(Box::new(BlockSink {
+                inner: inner.clone(),
+                id,
+                gen: f.gen,
+            }))
+        };
+        let res = self.registry.start_to(&req, &mut make);
+        let mut st = inner.lock();
+        match res {
+            Ok((mut t, status, _)) => {
+                if status == 200 && from > 0 {
+                    st.no_ranges = true;
+                }
+                let err = (!(200..300).contains(&status)).then(|| t.status_error(status));
+                if let Some(f) = st.fetches.get_mut(&id) {
+                    if let Some(e) = err {
+                        f.phase = Phase::Failed(e);
+                    } else if matches!(f.phase, Phase::Starting) {
+                        f.phase = Phase::Running;
+                    }
+                    f.transfer = Some(t);
+                }
+            }
+            Err(e) => {
+                if let Some(f) = st.fetches.get_mut(&id) {
+                    f.phase = Phase::Failed(e);
+                }
+            }
+        }
+        drop(st);
+        inner.cond.notify_all();
     }
 
     /// Reads up to `buf.len()` bytes at `off`; fewer only at the end of
     /// the blob. `sequential` says the caller reads on from here (read(2)
-    /// style), so a stream is worth starting.
+    /// style), so readahead is worth starting.
     pub fn read_at(&self, buf: &mut [u8], off: u64, sequential: bool) -> Result<usize> {
-        let size = self.desc.size;
+        let inner = &self.inner;
+        let size = inner.size;
         if off >= size || buf.is_empty() {
             return Ok(0);
         }
         let len = (buf.len() as u64).min(size - off) as usize;
-        let buf = &mut buf[..len];
-        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        let near = seq.stream.is_some() && off >= seq.pos && off - seq.pos <= SKIP_WINDOW;
-        if !near {
-            if sequential || off == seq.last_end || (off == 0 && seq.stream.is_none()) {
-                seq.stream = None;
-                seq.stream = Some(self.open_stream(off)?);
-                seq.pos = off;
-            } else {
-                drop(seq);
-                return self.read_range(buf, off);
+        let bs = inner.block;
+        let b0 = off / bs;
+        let b1 = (off + len as u64 - 1) / bs;
+        let mut st = inner.lock();
+        if let Some(e) = &st.poisoned {
+            return Err(e.clone());
+        }
+        let seq = sequential || off == st.seq_end;
+        st.seq_end = off + len as u64;
+        if seq {
+            st.hint = b1;
+        }
+        let mut launches = self.plan(&mut st, b0, b1, seq);
+        // Let paused readahead go on now that the reader has moved.
+        for f in st.fetches.values() {
+            if f.readahead {
+                if let Some(t) = &f.transfer {
+                    t.unpause();
+                }
             }
         }
-        let res = self.read_stream(&mut seq, buf, off);
-        if res.is_err() {
-            seq.stream = None;
+        let mut copied = 0usize;
+        let mut k = b0;
+        let mut missed = u64::MAX;
+        while k <= b1 {
+            if !launches.is_empty() {
+                drop(st);
+                for id in launches.drain(..) {
+                    self.launch(id);
+                }
+                st = inner.lock();
+            }
+            if let Some(b) = st.cache.get(k) {
+                st.cache.hits += 1;
+                let blk_off = k * bs;
+                let from = (off.max(blk_off) - blk_off) as usize;
+                let to = ((off + len as u64).min(blk_off + b.len() as u64) - blk_off) as usize;
+                buf[copied..copied + (to - from)].copy_from_slice(&b[from..to]);
+                copied += to - from;
+                if seq && to == b.len() {
+                    // Drop-behind: a streaming reader is done with it, so
+                    // streaming costs the readahead window, not the cache.
+                    st.cache.remove(k);
+                }
+                if missed == k {
+                    st.cache.hits -= 1;
+                }
+                k += 1;
+                continue;
+            }
+            if missed != k {
+                missed = k;
+                st.cache.misses += 1;
+            }
+            match self.covering(&st, k) {
+                None => {
+                    let id =
+                        self.new_fetch(&mut st, k, if seq { inner.nblocks() } else { b1 + 1 }, seq);
+                    launches.push(id);
+                }
+                Some(id) => {
+                    let f = st.fetches.get_mut(&id).expect("covering fetch exists");
+                    if let Phase::Failed(e) = &f.phase {
+                        let e = e.clone();
+                        if f.restarting {
+                            st = inner.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                        } else if e.is_retryable() && f.attempts < self.cfg.retries {
+                            let delay = backoff(f.attempts, e.retry_after());
+                            f.attempts += 1;
+                            f.restarting = true;
+                            f.phase = Phase::Starting;
+                            st.stats.retries += 1;
+                            drop(st);
+                            std::thread::sleep(delay);
+                            self.launch(id);
+                            st = inner.lock();
+                            if let Some(f) = st.fetches.get_mut(&id) {
+                                f.restarting = false;
+                            }
+                            inner.cond.notify_all();
+                        } else {
+                            st.fetches.remove(&id);
+                            inner.cond.notify_all();
+                            return Err(e);
+                        }
+                    } else {
+                        st = inner.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+            }
+            if let Some(e) = &st.poisoned {
+                return Err(e.clone());
+            }
         }
-        res
+        // Forget finished fetches.
+        st.fetches.retain(|_, f| !matches!(f.phase, Phase::Done));
+        st.stats.bytes_served += copied as u64;
+        drop(st);
+        if off + len as u64 == size && self.cfg.verify != Verify::None {
+            self.check_end()?;
+        }
+        Ok(copied)
     }
 
-    fn read_stream(&self, seq: &mut Seq, buf: &mut [u8], off: u64) -> Result<usize> {
-        let size = self.desc.size;
-        let Seq { stream, pos, .. } = seq;
-        let t = stream.as_mut().expect("stream is open");
-        if off > *pos {
-            let skipped = t.skip(off - *pos)?;
-            *pos += skipped;
-            if *pos != off {
-                return Err(self.short(*pos));
+    /// Starts fetches for the missing blocks of `b0..=b1` (adjacent ones
+    /// together) and, for a sequential reader, readahead past them.
+    fn plan(&self, st: &mut State, b0: u64, b1: u64, seq: bool) -> Vec<u64> {
+        let nblocks = self.inner.nblocks();
+        let mut launches = Vec::new();
+        let mut k = b0;
+        let missing = |st: &State, k: u64| !st.cache.contains(k) && self.covering(st, k).is_none();
+        while k <= b1 {
+            if !missing(st, k) {
+                k += 1;
+                continue;
             }
-        }
-        let mut got = 0;
-        while got < buf.len() {
-            let n = t.read(&mut buf[got..])?;
-            if n == 0 {
-                return Err(self.short(*pos));
+            if seq || st.no_ranges {
+                self.drop_readahead(st);
+                launches.push(self.new_fetch(st, k, nblocks, true));
+                return launches;
             }
-            got += n;
-            *pos += n as u64;
+            let mut e = k;
+            while e < b1 && missing(st, e + 1) {
+                e += 1;
+            }
+            launches.push(self.new_fetch(st, k, e + 1, false));
+            k = e + 1;
         }
-        if *pos == size {
-            // The end: the transfer's verdict (length, digest) decides.
-            t.finish()?;
-            *stream = None;
+        if seq && b1 + 1 < nblocks && missing(st, b1 + 1) {
+            self.drop_readahead(st);
+            launches.push(self.new_fetch(st, b1 + 1, nblocks, true));
         }
-        seq.last_end = off + got as u64;
-        Ok(got)
+        launches
     }
 
-    fn short(&self, at: u64) -> Error {
-        Error::new(
-            libc::EIO,
-            format!(
-                "read blob {}: the body ended at byte {at} of {}",
-                self.desc.digest, self.desc.size
-            ),
-        )
+    /// Makes room for a new readahead stream: at most two run at once
+    /// (say, two sequential readers); the oldest goes.
+    fn drop_readahead(&self, st: &mut State) {
+        st.fetches
+            .retain(|_, f| !f.readahead || !matches!(f.phase, Phase::Done));
+        let live: Vec<u64> = st
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.readahead)
+            .map(|(id, _)| *id)
+            .collect();
+        if live.len() >= 2 {
+            if let Some(oldest) = live.iter().min() {
+                st.fetches.remove(oldest);
+                self.inner.cond.notify_all();
+            }
+        }
     }
 
-    /// One Range request for exactly `buf`.
-    fn read_range(&self, buf: &mut [u8], off: u64) -> Result<usize> {
-        let end = off + buf.len() as u64 - 1;
-        let mut req = self.request(off, Some(end));
-        req.buffer = buf.len().max(64 * 1024);
-        let (mut t, status, _) = self.registry.start(&req)?;
-        if status != 200 && status != 206 {
-            return Err(t.status_error(status));
+    /// The read that reached the end: the running hash's verdict, if the
+    /// whole blob went through it. Blocks are hashed before they become
+    /// visible, so when the chain reached the end the verdict is there.
+    fn check_end(&self) -> Result<()> {
+        let ch = self.inner.chain.lock().unwrap_or_else(|e| e.into_inner());
+        match &ch.verdict {
+            Some(Err(e)) => Err(e.clone()),
+            _ => Ok(()),
         }
-        let mut got = 0;
-        while got < buf.len() {
-            let n = t.read(&mut buf[got..])?;
-            if n == 0 {
-                return Err(self.short(off + got as u64));
-            }
-            got += n;
-        }
-        if status == 206 {
-            // Let it end by itself, so that the connection is kept.
-            t.finish()?;
-        }
-        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        seq.last_end = off + got as u64;
-        Ok(got)
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        // Cancel what is in flight before the registry goes.
+        let fetches: Vec<Fetch> = self.inner.lock().fetches.drain().map(|(_, f)| f).collect();
+        drop(fetches);
     }
 }

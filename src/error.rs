@@ -2,6 +2,7 @@
 //! statuses and parse failures to errno values.
 
 use std::fmt;
+use std::time::Duration;
 
 /// A failure: a negative-errno-to-be plus the message shown to C callers.
 ///
@@ -11,6 +12,10 @@ use std::fmt;
 pub struct Error {
     errno: i32,
     msg: String,
+    /// The final HTTP status, for a failed exchange.
+    status: Option<u32>,
+    /// What a 429/503 said about when to come back.
+    retry_after: Option<Duration>,
 }
 
 impl Error {
@@ -19,6 +24,8 @@ impl Error {
         Error {
             errno,
             msg: msg.into(),
+            status: None,
+            retry_after: None,
         }
     }
 
@@ -41,7 +48,34 @@ impl Error {
             msg.push_str(": ");
             msg.push_str(&text);
         }
-        Self::new(errno_for_status(status), msg)
+        let mut e = Self::new(errno_for_status(status), msg);
+        e.status = Some(status);
+        e
+    }
+
+    /// The same error, carrying a server's `Retry-After`.
+    pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    pub fn status(&self) -> Option<u32> {
+        self.status
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Might the same request succeed later? Connection failures and
+    /// resets, timeouts, 5xx and 429 may; 4xx, digest mismatches and bad
+    /// input may not.
+    pub fn is_retryable(&self) -> bool {
+        match self.status {
+            Some(s) => s == 429 || s == 408 || (500..600).contains(&s) && s != 501,
+            // A refused connection or an unknown host fails fast.
+            None => matches!(self.errno, libc::ECONNRESET | libc::ETIMEDOUT),
+        }
     }
 
     /// A transfer that curl could not complete.

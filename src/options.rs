@@ -1,6 +1,8 @@
 //! The options string: comma-separated `key[=value]` items, in the style
 //! of `mkfs.erofs --oci=…`.
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::reference::check_digest;
@@ -17,13 +19,44 @@ pub enum Target {
     Blob(String),
 }
 
+/// How much of a blob is checked against its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Bytes read in order from byte 0 are hashed as they arrive; the
+    /// read that reaches the end fails on a mismatch (the default).
+    Stream,
+    /// The whole blob is fetched and verified at open, before any byte
+    /// is served.
+    Full,
+    /// Nothing is hashed (the caller verifies elsewhere).
+    None,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub platform: Platform,
     pub target: Target,
     /// Plain http to the registry.
     pub insecure: bool,
+    /// Cache block size in bytes.
+    pub block: usize,
+    /// Memory the block cache may hold.
+    pub cache_mem: usize,
+    /// How far a sequential stream runs ahead of the reader.
+    pub readahead: usize,
+    pub verify: Verify,
+    /// Retries of a failed request (connection errors, 5xx, 429).
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    /// Abort a transfer that stays below `low_speed_limit` bytes/s for
+    /// `low_speed_time` (0 turns this off).
+    pub low_speed_limit: u32,
+    pub low_speed_time: Duration,
 }
+
+pub const DEFAULT_BLOCK: usize = 1 << 20;
+pub const DEFAULT_CACHE_MEM: usize = 64 << 20;
+pub const DEFAULT_READAHEAD: usize = 8 << 20;
 
 impl Default for Options {
     fn default() -> Self {
@@ -31,6 +64,14 @@ impl Default for Options {
             platform: Platform::host(),
             target: Target::Layer(0),
             insecure: false,
+            block: DEFAULT_BLOCK,
+            cache_mem: DEFAULT_CACHE_MEM,
+            readahead: DEFAULT_READAHEAD,
+            verify: Verify::Stream,
+            retries: 4,
+            connect_timeout: Duration::from_secs(30),
+            low_speed_limit: 1024,
+            low_speed_time: Duration::from_secs(30),
         }
     }
 }
@@ -89,6 +130,39 @@ impl Options {
                 "insecure" => {
                     o.insecure = parse_bool(key, value)?;
                 }
+                "block" => {
+                    let v = parse_size(key, &need(value)?)?;
+                    if !(4096..=(64 << 20)).contains(&v) || !v.is_power_of_two() {
+                        return Err(Error::invalid(format!(
+                            "option 'block': {v} is not a power of two from 4K to 64M"
+                        )));
+                    }
+                    o.block = v;
+                }
+                "cache_mem" => o.cache_mem = parse_size(key, &need(value)?)?,
+                "readahead" => o.readahead = parse_size(key, &need(value)?)?,
+                "verify" => {
+                    o.verify = match need(value)?.as_str() {
+                        "stream" | "auto" | "on" => Verify::Stream,
+                        "full" => Verify::Full,
+                        "none" | "off" => Verify::None,
+                        v => {
+                            return Err(Error::invalid(format!(
+                                "option 'verify={v}': expected stream, full or none"
+                            )))
+                        }
+                    }
+                }
+                "retries" => o.retries = parse_num(key, &need(value)?, 100)? as u32,
+                "connect_timeout" => {
+                    o.connect_timeout = Duration::from_secs(parse_num(key, &need(value)?, 3600)?)
+                }
+                "low_speed_limit" => {
+                    o.low_speed_limit = parse_num(key, &need(value)?, u32::MAX as u64)? as u32
+                }
+                "low_speed_time" => {
+                    o.low_speed_time = Duration::from_secs(parse_num(key, &need(value)?, 3600)?)
+                }
                 _ => {
                     return Err(Error::invalid(format!(
                         "unknown option '{}'",
@@ -97,6 +171,9 @@ impl Options {
                 }
             }
         }
+        // The cache must hold the readahead window and the blocks being
+        // read, or readahead would evict itself.
+        o.cache_mem = o.cache_mem.max(o.readahead + 2 * o.block).max(2 * o.block);
         if have_layer && have_blob {
             return Err(Error::invalid(
                 "options 'layer' and 'blob' exclude each other",
@@ -104,6 +181,32 @@ impl Options {
         }
         Ok(o)
     }
+}
+
+/// `N`, `NK`, `NM`, `NG` (powers of 1024).
+fn parse_size(key: &str, v: &str) -> Result<usize> {
+    let (num, mult) = match v.as_bytes().last() {
+        Some(b'k' | b'K') => (&v[..v.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&v[..v.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0 && *n <= (16usize << 30))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "option '{key}={v}': expected a size like 65536, 512K or 64M"
+            ))
+        })
+}
+
+fn parse_num(key: &str, v: &str, max: u64) -> Result<u64> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| *n <= max)
+        .ok_or_else(|| Error::invalid(format!("option '{key}={v}': expected a number up to {max}")))
 }
 
 fn parse_bool(key: &str, value: Option<&str>) -> Result<bool> {
@@ -134,6 +237,19 @@ mod tests {
         assert_eq!(o.target, Target::Blob(d));
         assert!(Options::parse(Some("")).is_ok());
         assert!(!Options::parse(Some("insecure=0")).unwrap().insecure);
+        let o = Options::parse(Some(
+            "block=256K,cache_mem=8M,readahead=4M,verify=none,retries=2,low_speed_time=5",
+        ))
+        .unwrap();
+        assert_eq!(
+            (o.block, o.cache_mem, o.readahead),
+            (256 << 10, 8 << 20, 4 << 20)
+        );
+        assert_eq!((o.verify, o.retries), (Verify::None, 2));
+        assert_eq!(o.low_speed_time, Duration::from_secs(5));
+        // The cache grows to hold the readahead window.
+        let o = Options::parse(Some("cache_mem=1M,readahead=8M")).unwrap();
+        assert_eq!(o.cache_mem, 10 << 20);
     }
 
     #[test]
@@ -146,6 +262,10 @@ mod tests {
             ("platform=linux", "bad platform"),
             ("blob=sha256:abc", "option 'blob'"),
             ("insecure=maybe", "insecure=maybe"),
+            ("block=1000", "power of two"),
+            ("cache_mem=lots", "cache_mem=lots"),
+            ("verify=maybe", "verify=maybe"),
+            ("retries=-1", "retries=-1"),
         ] {
             let e = Options::parse(Some(bad)).unwrap_err();
             assert_eq!(e.errno(), libc::EINVAL);

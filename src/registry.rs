@@ -3,6 +3,7 @@
 //! reference plus options to one blob's descriptor.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::digest::Digest;
@@ -11,7 +12,7 @@ use crate::manifest::{self, Document};
 use crate::options::Target;
 use crate::platform::Platform;
 use crate::reference::{Reference, Scheme};
-use crate::transport::{Headers, Request, Response, Transfer, Transport};
+use crate::transport::{BodyTarget, Headers, Request, Response, Timeouts, Transfer, Transport};
 
 /// The blob an open vfile reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +23,44 @@ pub struct BlobDesc {
     pub media_type: String,
 }
 
+/// How hard to try: retries of transient failures, and timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub retries: u32,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            retries: 4,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// Wait before retry `attempt` (0-based): exponential from 100 ms with
+/// jitter, capped at 10 s; at least what the server's Retry-After asked
+/// (itself capped at 60 s).
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let base = 100u64 << attempt.min(7);
+    let capped = base.min(10_000);
+    // Cheap jitter from the clock: 50% .. 100% of the delay.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let jittered = capped / 2 + (nanos % (capped / 2 + 1));
+    let d = Duration::from_millis(jittered);
+    match retry_after {
+        Some(r) => d.max(r.min(Duration::from_secs(60))),
+        None => d,
+    }
+}
+
 pub struct Registry {
     transport: Arc<Transport>,
+    policy: Policy,
     /// `https://host:port`
     base: String,
     repository: String,
@@ -43,7 +80,7 @@ impl Registry {
     /// Pings `/v2/` and learns how to authenticate. With no scheme given,
     /// https is tried first; on loopback a server that does not speak TLS
     /// is then talked to over plain http, as docker does for localhost.
-    pub fn connect(r: &Reference, insecure: bool) -> Result<Registry> {
+    pub fn connect(r: &Reference, insecure: bool, policy: Policy) -> Result<Registry> {
         let transport = Transport::get()?;
         let schemes: &[&str] = match (r.scheme, insecure) {
             (_, true) | (Scheme::Http, _) => &["http"],
@@ -56,7 +93,8 @@ impl Registry {
             let base = format!("{scheme}://{}", r.registry);
             let mut req = Request::get("ping registry", format!("{base}/v2/"));
             req.max_body = Some(64 * 1024);
-            match transport.fetch(&req) {
+            req.timeouts = policy.timeouts;
+            match fetch_retrying(&transport, &req, policy.retries) {
                 Err(e) if e.errno() == libc::EPROTO && i + 1 < schemes.len() => {
                     last = Some(e);
                     continue;
@@ -65,6 +103,7 @@ impl Registry {
                 Ok(resp) => {
                     let reg = Registry {
                         transport: transport.clone(),
+                        policy,
                         auth: Auth::new(&base),
                         base,
                         scope: format!("repository:{}:pull", r.repository),
@@ -100,30 +139,73 @@ impl Registry {
     }
 
     /// Starts `req` with credentials; on a 401 learns the challenge,
-    /// renews the token and tries once more. Returns the transfer with
-    /// its final status and headers.
+    /// renews the token and tries once more; retries transient failures
+    /// (connection errors, 5xx, 429 after its Retry-After) with backoff.
+    /// Returns the transfer with its final status and headers.
     pub fn start(&self, req: &Request) -> Result<(Transfer, u32, Headers)> {
-        for attempt in 0..2 {
+        self.start_to(req, &mut || None)
+    }
+
+    /// As `start`, with each attempt's 2xx body going to a fresh target.
+    pub fn start_to(
+        &self,
+        req: &Request,
+        target: &mut dyn FnMut() -> Option<Box<dyn BodyTarget>>,
+    ) -> Result<(Transfer, u32, Headers)> {
+        let mut reauthed = false;
+        let mut attempt = 0;
+        loop {
             let mut r = req.clone();
+            r.timeouts = self.policy.timeouts;
             if let Some(h) = self.auth.header(&self.transport, &self.scope)? {
                 r.headers.push(h);
             }
-            let mut t = self.transport.start_transfer(&r)?;
-            let (status, headers) = t.wait_headers()?;
+            let started = self
+                .transport
+                .start_transfer_to(&r, target())
+                .and_then(|t| t.wait_headers().map(|(s, h)| (t, s, h)));
+            let (mut t, status, headers) = match started {
+                Ok(v) => v,
+                Err(e) if e.is_retryable() && attempt < self.policy.retries => {
+                    std::thread::sleep(backoff(attempt, None));
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if status == 401 {
                 let err = t.status_error(status);
-                if attempt == 0 {
+                if !reauthed {
+                    reauthed = true;
                     self.auth.invalidate(&self.scope);
-                    let learned = self.auth.learn(headers.get_all("www-authenticate"));
-                    if learned.is_ok() {
+                    if self.auth.learn(headers.get_all("www-authenticate")).is_ok() {
                         continue;
                     }
                 }
                 return Err(self.needs_credentials(err));
             }
+            if !(200..300).contains(&status) {
+                let err = t.status_error(status).with_retry_after(
+                    headers
+                        .get("retry-after")
+                        .and_then(crate::transport::parse_retry_after),
+                );
+                if err.is_retryable() && attempt < self.policy.retries {
+                    std::thread::sleep(backoff(attempt, err.retry_after()));
+                    attempt += 1;
+                    continue;
+                }
+                // Statuses are the caller's to judge.
+                return Ok((t, status, headers));
+            }
             return Ok((t, status, headers));
         }
-        unreachable!("the loop returns")
+    }
+
+    /// The token scope and the auth header for a request, for callers
+    /// that restart transfers themselves.
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     fn needs_credentials(&self, err: Error) -> Error {
@@ -247,9 +329,55 @@ impl Registry {
     }
 }
 
+/// `transport.fetch` with retries of transient failures.
+fn fetch_retrying(transport: &Arc<Transport>, req: &Request, retries: u32) -> Result<Response> {
+    let mut attempt = 0;
+    loop {
+        let res = transport.fetch(req).and_then(|resp| {
+            if resp.status == 429 || (500..600).contains(&resp.status) && resp.status != 501 {
+                let after = resp
+                    .headers
+                    .get("retry-after")
+                    .and_then(crate::transport::parse_retry_after);
+                Err(Error::http(
+                    req.step,
+                    req.method.as_str(),
+                    &req.url,
+                    resp.status,
+                    &resp.body,
+                )
+                .with_retry_after(after))
+            } else {
+                Ok(resp)
+            }
+        });
+        match res {
+            Err(e) if e.is_retryable() && attempt < retries => {
+                std::thread::sleep(backoff(attempt, e.retry_after()));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_and_honours_retry_after() {
+        for a in 0..10 {
+            let d = backoff(a, None);
+            let cap = (100u64 << a.min(7)).min(10_000);
+            assert!(
+                d >= Duration::from_millis(cap / 2) && d <= Duration::from_millis(cap),
+                "{a}: {d:?}"
+            );
+        }
+        assert!(backoff(0, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+        assert!(backoff(0, Some(Duration::from_secs(600))) <= Duration::from_secs(60));
+    }
 
     #[test]
     fn loopback() {

@@ -45,6 +45,37 @@ impl Method {
     }
 }
 
+/// Connect timeout and low-speed abort; there is no whole-transfer cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Abort when the transfer stays below this many bytes/s ...
+    pub low_speed_limit: u32,
+    /// ... for this long (a paused transfer is not judged).
+    pub low_speed_time: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            low_speed_limit: 1024,
+            low_speed_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where a 2xx body goes when it is not buffered in the transfer: called
+/// on the I/O thread, in order.
+pub trait BodyTarget: Send {
+    /// Takes body bytes. `Ok(false)` pauses the transfer, with nothing of
+    /// `data` taken; it is offered again once the transfer is resumed.
+    /// `Err` aborts the transfer with that error.
+    fn deliver(&mut self, data: &[u8]) -> Result<bool>;
+    /// The transfer ended: `Ok` for a complete 2xx body, else why not.
+    fn finished(&mut self, outcome: &Result<()>);
+}
+
 /// One HTTP request.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -66,6 +97,7 @@ pub struct Request {
     pub verify: Option<Digest>,
     /// What the request is for, for messages ("fetch manifest").
     pub step: &'static str,
+    pub timeouts: Timeouts,
 }
 
 impl Request {
@@ -81,6 +113,7 @@ impl Request {
             expect_len: None,
             verify: None,
             step,
+            timeouts: Timeouts::default(),
         }
     }
 
@@ -169,6 +202,7 @@ struct Sink {
     hasher: Option<Hasher>,
     expected_digest: Option<Digest>,
     failure: Option<Error>,
+    target: Option<Box<dyn BodyTarget>>,
     method: Method,
     url: String,
     step: &'static str,
@@ -207,6 +241,17 @@ impl Sink {
             }
         }
     }
+}
+
+/// `Retry-After` in seconds (an HTTP date is taken as "soon"), capped.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let secs = match v.parse::<u64>() {
+        Ok(s) => s,
+        Err(_) if !v.is_empty() => 1,
+        Err(_) => return None,
+    };
+    Some(Duration::from_secs(secs.min(60)))
 }
 
 /// `bytes 100-199/1000` → 100.
@@ -266,12 +311,11 @@ impl Handler for Sink {
         }
         let skip = self.skip.min(data.len() as u64) as usize;
         let body = &data[skip..];
-        if !st.data.is_empty() && st.data.len() + body.len() > st.cap {
+        if self.target.is_none() && !st.data.is_empty() && st.data.len() + body.len() > st.cap {
             st.paused = true;
             return Err(WriteError::Pause);
         }
         drop(st);
-        self.skip -= skip as u64;
         let total = self.received + body.len() as u64;
         let limit = self.max_body.or(self.expect_len);
         if let Some(limit) = limit {
@@ -297,6 +341,23 @@ impl Handler for Sink {
                 return Ok(0);
             }
         }
+        if let Some(t) = self.target.as_mut() {
+            match t.deliver(body) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.shared.lock().paused = true;
+                    return Err(WriteError::Pause);
+                }
+                Err(e) => {
+                    self.fail(e);
+                    return Ok(0);
+                }
+            }
+            self.skip -= skip as u64;
+            self.received = total;
+            return Ok(data.len());
+        }
+        self.skip -= skip as u64;
         if let Some(h) = self.hasher.as_mut() {
             h.update(body);
         }
@@ -375,6 +436,16 @@ impl Transport {
 
     /// Starts a transfer; its body is read from the returned handle.
     pub fn start_transfer(self: &Arc<Self>, req: &Request) -> Result<Transfer> {
+        self.start_transfer_to(req, None)
+    }
+
+    /// Starts a transfer whose 2xx body goes to `target` (or, with None,
+    /// into the transfer's own buffer).
+    pub fn start_transfer_to(
+        self: &Arc<Self>,
+        req: &Request,
+        target: Option<Box<dyn BodyTarget>>,
+    ) -> Result<Transfer> {
         if self.dead.load(Ordering::Acquire) {
             return Err(Error::new(libc::EIO, "the I/O thread has stopped"));
         }
@@ -407,6 +478,7 @@ impl Transport {
             hasher: req.verify.as_ref().map(|d| Hasher::new(d.algorithm())),
             expected_digest: req.verify.clone(),
             failure: None,
+            target,
             method: req.method,
             url: req.url.clone(),
             step: req.step,
@@ -482,7 +554,11 @@ fn configure(sink: Sink, req: &Request) -> std::result::Result<Easy2<Sink>, curl
     }
     easy.follow_location(req.follow)?;
     easy.max_redirections(10)?;
-    easy.connect_timeout(Duration::from_secs(30))?;
+    easy.connect_timeout(req.timeouts.connect)?;
+    if req.timeouts.low_speed_limit > 0 && !req.timeouts.low_speed_time.is_zero() {
+        easy.low_speed_limit(req.timeouts.low_speed_limit)?;
+        easy.low_speed_time(req.timeouts.low_speed_time)?;
+    }
     easy.tcp_keepalive(true)?;
     easy.tcp_nodelay(true)?;
     easy.buffer_size(256 * 1024)?;
@@ -566,6 +642,17 @@ impl Transfer {
         }
     }
 
+    /// Resumes a transfer its target paused.
+    pub fn unpause(&self) {
+        let mut st = self.shared.lock();
+        self.ask_unpause(&mut st);
+    }
+
+    /// Has the transfer ended?
+    pub fn is_done(&self) -> bool {
+        self.shared.lock().done.is_some()
+    }
+
     /// Reads body bytes: blocks until some are there, returns 0 at the
     /// end of a successful body, and the transfer's error otherwise.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
@@ -646,8 +733,21 @@ fn outcome(sink: &mut Sink, res: std::result::Result<(), curl::Error>) -> Result
     if let Err(e) = res {
         return Err(Error::curl(sink.step, sink.method.as_str(), &sink.url, &e));
     }
-    let status = sink.shared.lock().status;
-    if !(200..300).contains(&status) || sink.method == Method::Head {
+    let (status, retry_after, body) = {
+        let st = sink.shared.lock();
+        let after = st.headers.get("retry-after").and_then(parse_retry_after);
+        (st.status, after, st.err_body.clone())
+    };
+    if !(200..300).contains(&status) {
+        if sink.target.is_some() {
+            return Err(
+                Error::http(sink.step, sink.method.as_str(), &sink.url, status, &body)
+                    .with_retry_after(retry_after),
+            );
+        }
+        return Ok(());
+    }
+    if sink.method == Method::Head {
         return Ok(());
     }
     if let Some(len) = sink.expect_len {
@@ -683,6 +783,9 @@ fn outcome(sink: &mut Sink, res: std::result::Result<(), curl::Error>) -> Result
 fn finish_transfer(easy: &mut Easy2<Sink>, res: std::result::Result<(), curl::Error>) {
     let sink = easy.get_mut();
     let out = outcome(sink, res);
+    if let Some(t) = sink.target.as_mut() {
+        t.finished(&out);
+    }
     let shared = sink.shared.clone();
     let mut st = shared.lock();
     st.done = Some(out);

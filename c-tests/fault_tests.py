@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""Fault tests: the library against the real registry behind faultproxy.py.
+
+Usage: fault_tests.py WORKDIR FETCH_BINARY
+
+Each case sets the proxy's rules, runs one `fetch` (c-tests/fetch.c) and
+checks its outcome: the right bytes (by digest), or the right errno with a
+message naming the cause; never wrong bytes reported as success. Some
+cases also check what the proxy saw (resumed ranges, retries, no
+Authorization header at the redirect target).
+"""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+WORK, FETCH = sys.argv[1], sys.argv[2]
+
+
+def env(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.strip().split("=", 1)
+                out[k] = v
+    return out
+
+
+REGISTRY = env(os.path.join(WORK, "registry.env"))["REGISTRY"]
+PROXY = env(os.path.join(WORK, "faultproxy.env"))["PROXY"]
+
+layers = {}
+big = None
+with open(os.path.join(WORK, "fixtures.txt")) as f:
+    for line in f:
+        p = line.split()
+        if p and p[0] == "layer":
+            layers[(p[1].split("/", 1)[1], int(p[3]))] = (p[4], int(p[5]))
+        elif p and p[0] == "big":
+            big = (p[1].split("/", 1)[1], p[2], int(p[3]))
+
+SMALL_REF = "plain/nomt:v1"
+SMALL_DIGEST, SMALL_SIZE = layers[(SMALL_REF, 1)]
+BIG_REF, BIG_DIGEST, BIG_SIZE = big
+BLOB_FILE = os.path.join(WORK, "blobs", "sha256", SMALL_DIGEST.split(":")[1])
+
+
+def ctl(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{PROXY}{path}", data=data, method=method)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"null")
+
+
+def fetch(ref, options, *mode):
+    opts = ",".join(o for o in ("insecure", options) if o)
+    t0 = time.monotonic()
+    p = subprocess.run([FETCH, f"{PROXY}/{ref}", opts, *mode],
+                       capture_output=True, text=True, timeout=120)
+    return p.stdout.strip(), time.monotonic() - t0
+
+
+def blob_gets(stats, digest, listener="proxy"):
+    return [e for e in stats["requests"]
+            if e["listener"] == listener and e["method"] == "GET"
+            and e["path"].endswith("/blobs/" + digest)]
+
+
+BLOB = f"/blobs/{SMALL_DIGEST}$"
+BIGBLOB = f"/blobs/{BIG_DIGEST}$"
+MANIFEST = "/manifests/"
+AUTH_RULE = {
+    "match": "^/v2/", "auth": False, "times": -1, "action": "status",
+    "code": 401,
+    "headers": {"WWW-Authenticate":
+                f'Bearer realm="http://{PROXY}/__proxy/token",service="faultproxy"'},
+}
+
+passed = failed = 0
+
+
+def check(name, cond, detail):
+    global passed, failed
+    if cond:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name}: {detail}")
+
+
+def case(name, rules, expect, ref=SMALL_REF, options="layer=1,platform=linux/amd64",
+         mode=("seq",), extra=None):
+    """expect: ("ok", digest) | ("random",) | ("error", errno, substring)"""
+    only = os.environ.get("CASES")
+    if only and only not in name:
+        return
+    ctl("PUT", "/__proxy/rules", rules)
+    ctl("DELETE", "/__proxy/stats")
+    tokens_before = ctl("GET", "/__proxy/tokens")["issued"]
+    out, secs = fetch(ref, options, *mode)
+    stats = ctl("GET", "/__proxy/stats")
+    tokens = ctl("GET", "/__proxy/tokens")["issued"] - tokens_before
+    if expect[0] == "ok":
+        want = f"ok {expect[1]} "
+        check(name, out.startswith(want), f"want '{want}...', got '{out}'")
+    elif expect[0] == "random":
+        check(name, out.startswith("ok random"), f"got '{out}'")
+    else:
+        parts = out.split(" ", 2)
+        ok = (len(parts) == 3 and parts[0] == "error"
+              and int(parts[1]) == expect[1] and expect[2] in parts[2])
+        check(name, ok, f"want error {expect[1]} with '{expect[2]}', got '{out}'")
+    if extra:
+        for what, cond in extra(stats, secs, tokens):
+            check(f"{name}: {what}", cond, json.dumps(stats.get("requests", [])[-6:]))
+
+
+def main():
+    small_ok = ("ok", SMALL_DIGEST)
+
+    case("passthrough", [], small_ok)
+    case("connection dropped once: resumed with Range",
+         [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 1000000}],
+         small_ok,
+         extra=lambda s, t, k: [
+             ("second GET asks for bytes=1000000-",
+              [e["range"] for e in blob_gets(s, SMALL_DIGEST)][1:2] == ["bytes=1000000-"])])
+    case("connection dropped three times: resumed each time",
+         [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 700000,
+           "times": 3}],
+         small_ok,
+         extra=lambda s, t, k: [("four GETs", len(blob_gets(s, SMALL_DIGEST)) == 4)])
+    case("short body (FIN before Content-Length): resumed",
+         [{"match": BLOB, "method": "GET", "action": "truncate", "bytes": 123457}],
+         small_ok)
+    case("connection dropped on every try: ECONNRESET after the retries",
+         [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 100000,
+           "times": -1}],
+         ("error", errno.ECONNRESET, "read blob"), options="layer=1,retries=2",
+         extra=lambda s, t, k: [("1 + 2 retries", len(blob_gets(s, SMALL_DIGEST)) == 3)])
+    case("stall below the low-speed limit: aborted and resumed",
+         [{"match": BLOB, "method": "GET", "action": "stall", "bytes": 200000,
+           "seconds": 8}],
+         small_ok, options="layer=1,low_speed_limit=100000,low_speed_time=2",
+         extra=lambda s, t, k: [("done before the stall ends", t < 7.5)])
+    case("503 twice on the manifest, then served",
+         [{"match": MANIFEST, "action": "status", "code": 503, "times": 2}],
+         small_ok,
+         extra=lambda s, t, k: [("three manifest GETs",
+                                 sum(MANIFEST in e["path"] for e in s["requests"]) == 3)])
+    case("500 then 502 on the blob, then served",
+         [{"match": BLOB, "method": "GET", "action": "status", "code": 500},
+          {"match": BLOB, "method": "GET", "action": "status", "code": 502}],
+         small_ok)
+    case("429 with Retry-After: 2 is honoured",
+         [{"match": BLOB, "method": "GET", "action": "status", "code": 429,
+           "headers": {"Retry-After": "2"}}],
+         small_ok, extra=lambda s, t, k: [("waited 2 s", t >= 2.0)])
+    case("404 on the blob is not retried",
+         [{"match": BLOB, "method": "GET", "action": "status", "code": 404,
+           "times": -1}],
+         ("error", errno.ENOENT, "HTTP 404"),
+         extra=lambda s, t, k: [("one GET", len(blob_gets(s, SMALL_DIGEST)) == 1)])
+    case("a corrupted byte: EBADMSG naming both digests",
+         [{"match": BLOB, "method": "GET", "action": "corrupt", "offset": 12345}],
+         ("error", errno.EBADMSG, f"expected {SMALL_DIGEST}, got sha256:"))
+    case("a body longer than the descriptor: EBADMSG",
+         [{"match": BLOB, "method": "GET", "action": "extend", "bytes": 100}],
+         ("error", errno.EBADMSG, "longer"))
+    case("a wrong Docker-Content-Digest on the manifest: EBADMSG",
+         [{"match": MANIFEST, "method": "GET", "action": "header",
+           "headers": {"Docker-Content-Digest": "sha256:" + "0" * 64}}],
+         ("error", errno.EBADMSG, "digest mismatch"))
+    case("a registry that ignores Range: right bytes from random preads",
+         [{"match": BLOB, "method": "GET", "action": "ignore_range", "times": -1}],
+         ("random",), mode=("random", BLOB_FILE, "24"),
+         extra=lambda s, t, k: [("the proxy answered 200 to ranged GETs",
+                                 any(e["range"] and e["status"] == 200
+                                     for e in blob_gets(s, SMALL_DIGEST)))])
+    case("Bearer token from the challenge's realm; blob redirected to another host",
+         [AUTH_RULE,
+          {"match": BLOB, "method": "GET", "action": "redirect", "times": -1}],
+         small_ok,
+         extra=lambda s, t, k: [
+             ("a token was fetched", k >= 1),
+             ("the registry got the token", any(e["auth"] for e in blob_gets(s, SMALL_DIGEST))),
+             ("the other host got no Authorization",
+              blob_gets(s, SMALL_DIGEST, "cdn") != []
+              and not any(e["auth"] for e in blob_gets(s, SMALL_DIGEST, "cdn")))])
+    case("token expired mid-transfer: a fresh token, then resumed",
+         [AUTH_RULE,
+          {"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 1000000},
+          {"match": BLOB, "method": "GET", "auth": True, "action": "status", "code": 401,
+           "headers": {"WWW-Authenticate":
+                       f'Bearer realm="http://{PROXY}/__proxy/token",service="faultproxy"'}}],
+         small_ok,
+         extra=lambda s, t, k: [("two tokens", k >= 2),
+                                ("resumed with Range",
+                                 blob_gets(s, SMALL_DIGEST)[-1]["range"] == "bytes=1000000-")])
+    case("big blob, dropped mid-way, verified to the end",
+         [{"match": BIGBLOB, "method": "GET", "action": "drop_after", "bytes": 60000000}],
+         ("ok", BIG_DIGEST), ref=BIG_REF, options="")
+
+    ctl("DELETE", "/__proxy/rules")
+    print(f"fault tests: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

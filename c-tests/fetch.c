@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * fetch: one open-and-read through the library, for the fault tests.
+ *
+ *   fetch REF OPTIONS seq [CHUNK]       read() to the end, print the sha256
+ *   fetch REF OPTIONS random FILE [N]   N random preads (default 64),
+ *                                       each compared with FILE
+ *
+ * Prints one line: "ok sha256:<hex> <bytes>" (seq), "ok random <n>"
+ * (random), or "error <errno> <message>"; exit status 0 only for ok.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/evp.h>
+#include "oci_registry.h"
+
+static int fail(int err)
+{
+	printf("error %d %s\n", -err, oci_registry_last_error());
+	return 1;
+}
+
+static int seq(struct erofs_vfile *vf, size_t chunk)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned long long total = 0;
+	unsigned int mdlen, i;
+	EVP_MD_CTX *ctx;
+	char *buf;
+	ssize_t n;
+	int ret = 1;
+
+	buf = malloc(chunk);
+	ctx = EVP_MD_CTX_new();
+	if (!buf || !ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+		goto out;
+	while ((n = vf->ops->read(vf, buf, chunk)) > 0) {
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		total += (unsigned long long)n;
+	}
+	if (n < 0) {
+		ret = fail((int)n);
+		goto out;
+	}
+	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	printf("ok sha256:");
+	for (i = 0; i < mdlen; i++)
+		printf("%02x", md[i]);
+	printf(" %llu\n", total);
+	ret = 0;
+out:
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	return ret;
+}
+
+static ssize_t do_pread(struct erofs_vfile *vf, void *buf, size_t len,
+			unsigned long long off)
+{
+#if OCI_REGISTRY_EROFS_ABI >= 109
+	return vf->ops->pread(vf, buf, len, off);
+#else
+	return vf->ops->pread(vf, buf, off, len);
+#endif
+}
+
+static int random_reads(struct erofs_vfile *vf, const char *path, int count)
+{
+	unsigned long long size, off, seed = 42;
+	char *want = NULL, *got = NULL;
+	FILE *f = fopen(path, "rb");
+	int i, ret = 1;
+
+	if (!f) {
+		printf("error 0 cannot open %s\n", path);
+		return 1;
+	}
+	fseek(f, 0, SEEK_END);
+	size = (unsigned long long)ftell(f);
+	want = malloc(1 << 20);
+	got = malloc(1 << 20);
+	if (!want || !got || !size)
+		goto out;
+	for (i = 0; i < count; i++) {
+		size_t len, exp;
+		ssize_t n;
+
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		off = (seed >> 11) % size;
+		len = (size_t)((seed >> 40) % (256 << 10)) + 1;
+		exp = off + len > size ? (size_t)(size - off) : len;
+		n = do_pread(vf, got, len, off);
+		if (n < 0) {
+			ret = fail((int)n);
+			goto out;
+		}
+		fseek(f, (long)off, SEEK_SET);
+		if ((size_t)n != exp || fread(want, 1, exp, f) != exp ||
+		    memcmp(want, got, exp)) {
+			printf("error 0 mismatch at %llu+%zu (got %zd)\n",
+			       off, len, n);
+			goto out;
+		}
+	}
+	printf("ok random %d\n", count);
+	ret = 0;
+out:
+	free(want);
+	free(got);
+	fclose(f);
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	struct erofs_vfile vf;
+	int ret;
+
+	if (argc < 4) {
+		fprintf(stderr, "usage: fetch REF OPTIONS seq [CHUNK] | random FILE [N]\n");
+		return 2;
+	}
+	ret = oci_registry_open(&vf, argv[1], argv[2][0] ? argv[2] : NULL);
+	if (ret)
+		return fail(ret);
+	if (!strcmp(argv[3], "random") && argc > 4)
+		ret = random_reads(&vf, argv[4], argc > 5 ? atoi(argv[5]) : 64);
+	else
+		ret = seq(&vf, argc > 4 ? (size_t)atol(argv[4]) : 65536);
+	oci_registry_close(&vf);
+	return ret;
+}
