@@ -36,8 +36,12 @@ run() {
 	failed=$((failed + f))
 }
 
+stop_all() {
+	bash "$HERE/faultproxy.sh" stop "$WORK" >/dev/null 2>&1 || true
+	bash "$HERE/registry.sh" stop "$WORK" >/dev/null
+}
 bash "$HERE/registry.sh" start "$WORK" >/dev/null
-trap 'bash "$HERE/registry.sh" stop "$WORK" >/dev/null' EXIT
+trap stop_all EXIT
 # shellcheck disable=SC1091
 . "$WORK/registry.env"
 python3 "$HERE/push_fixtures.py" --registry "$REGISTRY" --work "$WORK"
@@ -67,6 +71,10 @@ read -r _ big_ref big_digest big_size < <(awk '$1 == "big"' "$WORK/fixtures.txt"
 big_url=$(awk '$1 == "url" && $2 ~ /library\/big\/digest-1$/ { print $2; exit }' "$WORK/fixtures.txt")
 run stream_big "$BUILD/stream_big-1.9" "$big_ref" "$big_url" "$big_digest" "$big_size"
 grep -E 'entry=|peak_rss' "$BUILD/stream_big.log" || true
+
+# Faults a real registry will not produce on demand, from a proxy in front.
+bash "$HERE/faultproxy.sh" start "$WORK" >/dev/null
+run faults python3 "$HERE/fault_tests.py" "$WORK" "$BUILD/fetch-1.9"
 
 echo "integration: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

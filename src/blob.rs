@@ -622,6 +622,13 @@ impl Blob {
                             return Err(e);
                         }
                     } else {
+                        if f.readahead {
+                            // A readahead paused short of k must go on.
+                            if let Some(t) = &f.transfer {
+                                t.unpause();
+                            }
+                            st.hint = st.hint.max(k);
+                        }
                         st = inner.cond.wait(st).unwrap_or_else(|e| e.into_inner());
                     }
                 }

@@ -1,0 +1,596 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * erofs-ref-driver: the reference side of `make bench`. It opens one layer
+ * blob of an image with erofs-utils 1.9's own OCI reader (ocierofs_io_open()
+ * in lib/remotes/oci.c, built by c-tests/erofs-ref.sh) and reads it through
+ * the erofs_vfile it gets back, timing the reads.
+ *
+ * usage: erofs-ref-driver MODE REGISTRY REPO TAG_OR_DIGEST LAYER_INDEX [args]
+ *
+ *   seq CHUNK            read the whole blob with erofs_io_read() in
+ *                        CHUNK-byte calls; print bytes, sha256 of the
+ *                        bytes, whether that matches the layer digest, and
+ *                        elapsed seconds
+ *   random N LEN SEED    N erofs_io_pread()s of LEN bytes at the offsets
+ *                        below; print elapsed seconds and the sha256 of the
+ *                        N buffers concatenated in read order
+ *   threads T N LEN SEED the same N preads, shared by T pthreads on ONE
+ *                        vfile: thread t does reads t, t+T, t+2T, ...
+ *                        (N/T each). The buffers are hashed in read order
+ *                        afterwards, so a correct run prints the same
+ *                        sha256 as `random N LEN SEED`.
+ *
+ * Offsets of `random` and `threads`, for SIZE the blob size (from the
+ * manifest): a 64-bit LCG (Knuth's MMIX constants), all arithmetic mod 2^64:
+ *
+ *     x = SEED
+ *     for i in 0 .. N-1:
+ *         x = x * 6364136223846793005 + 1442695040888963407
+ *         offset[i] = (x >> 11) % (SIZE - LEN + 1)
+ *
+ * i.e. uniform in [0, SIZE-LEN] up to a modulo bias below 2^-20 for blobs
+ * under 8 TiB. The first offset is printed as first_off= for cross-checks.
+ *
+ * REGISTRY is host:port, optionally prefixed by http:// or https://. With no
+ * prefix, plain HTTP is used: ocierofs has no per-host policy, only the
+ * config's `insecure` flag, which switches every URL it builds from
+ * https:// to http://. TAG_OR_DIGEST is a tag or a manifest digest
+ * (sha256:..., a leading '@' is dropped); it is passed as "REGISTRY/REPO:X",
+ * the only form ocierofs parses (it splits the tag at the first ':' after
+ * the registry, which also yields a digest). LAYER_INDEX is the index of the
+ * layer in the manifest chosen for the platform (EROFS_REF_PLATFORM,
+ * default linux/amd64).
+ *
+ * Output: one line of key=value fields on stdout, e.g.
+ *   mode=random n=2000 len=4096 seed=1 size=... secs=17.8 sha256=... errors=0
+ * secs counts the reads only; open_secs is ocierofs_io_open() (auth probe and
+ * manifest requests). errors counts failed and short reads. stray_stdout is
+ * the number of bytes that something else (libcurl) wrote to stdout, which
+ * the driver diverts to keep its line clean; it is non-zero only when the
+ * shared CURL handle went wrong (see capture_stdout()).
+ *
+ * Exit codes: 0 done without errors; 1 read errors (seq, random);
+ * 2 usage; 3 ocierofs_io_open() failed; 4 threads mode had errors, or any
+ * mode crashed (SIGSEGV, SIGABRT, ...) or ran past its timeout
+ * (EROFS_REF_TIMEOUT seconds, default 300): then the line ends with
+ * result=crash signal=... or result=timeout and the process exits at once.
+ * EROFS_REF_DEBUG=N sets erofs-utils' message level (default 2, warnings).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "erofs/config.h"
+#include "erofs/io.h"
+#include "liberofs_oci.h"
+
+#define LCG_MUL 6364136223846793005ULL
+#define LCG_ADD 1442695040888963407ULL
+
+/* The start of the output line, ready for the signal handlers. */
+static char line_prefix[512];
+static size_t line_prefix_len;
+/* Set once the result line is out: a later crash must not print another. */
+static volatile sig_atomic_t line_done;
+/*
+ * The result line goes to out_fd, a copy of the original stdout. File
+ * descriptor 1 itself is pointed at an unlinked temporary file: libcurl's
+ * default write callback is fwrite(stdout), and when threads share
+ * ocierofs' one CURL handle, one thread's curl_easy_reset() can drop
+ * another's write callback mid-transfer, so blob bytes land on stdout.
+ * Their count is reported as stray_stdout=.
+ */
+static int out_fd = STDOUT_FILENO;
+static int stray_fd = -1;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void set_prefix(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+static void set_prefix(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line_prefix, sizeof(line_prefix), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(line_prefix))
+		n = sizeof(line_prefix) - 1;
+	line_prefix_len = n;
+}
+
+static const char *signame(int sig)
+{
+	switch (sig) {
+	case SIGSEGV: return "SIGSEGV";
+	case SIGBUS: return "SIGBUS";
+	case SIGABRT: return "SIGABRT";
+	case SIGFPE: return "SIGFPE";
+	case SIGILL: return "SIGILL";
+	case SIGPIPE: return "SIGPIPE";
+	default: return "other";
+	}
+}
+
+static void put(const char *s)
+{
+	ssize_t r = write(out_fd, s, strlen(s));
+
+	(void)r;
+}
+
+/* Async-signal-safe: report and leave at once, whatever state we are in. */
+static void on_fatal(int sig)
+{
+	ssize_t r;
+
+	if (line_done) {
+		r = write(STDERR_FILENO, "erofs-ref-driver: died in cleanup\n", 34);
+		(void)r;
+		_exit(4);
+	}
+	r = write(out_fd, line_prefix, line_prefix_len);
+	(void)r;
+	if (sig == SIGALRM)
+		put(" result=timeout\n");
+	else {
+		put(" result=crash signal=");
+		put(signame(sig));
+		put("\n");
+	}
+	_exit(4);
+}
+
+static void arm_watchdog(void)
+{
+	static const int sigs[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL,
+				    SIGALRM };
+	struct sigaction sa;
+	const char *t = getenv("EROFS_REF_TIMEOUT");
+	unsigned int secs = t && *t ? (unsigned int)strtoul(t, NULL, 10) : 300;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_fatal;
+	sa.sa_flags = SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	/* a dead peer must surface as an error, not kill us silently */
+	signal(SIGPIPE, SIG_IGN);
+	if (secs)
+		alarm(secs);
+}
+
+static void capture_stdout(void)
+{
+	char path[] = "/tmp/erofs-ref-stdout.XXXXXX";
+	int fd;
+
+	fflush(stdout);
+	out_fd = dup(STDOUT_FILENO);
+	fd = mkstemp(path);
+	if (out_fd < 0 || fd < 0) {
+		perror("erofs-ref-driver: capture stdout");
+		exit(1);
+	}
+	unlink(path);
+	if (dup2(fd, STDOUT_FILENO) < 0) {
+		perror("erofs-ref-driver: dup2");
+		exit(1);
+	}
+	stray_fd = fd;
+}
+
+/* Bytes something other than this driver wrote to stdout. */
+static long long stray_bytes(void)
+{
+	struct stat st;
+
+	fflush(stdout);
+	if (stray_fd < 0 || fstat(stray_fd, &st))
+		return -1;
+	return st.st_size;
+}
+
+static void hex(const unsigned char *md, unsigned int n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[md[i] >> 4];
+		out[2 * i + 1] = digits[md[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static EVP_MD_CTX *sha_new(void)
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+
+	if (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+		fprintf(stderr, "erofs-ref-driver: EVP sha256 init failed\n");
+		exit(1);
+	}
+	return c;
+}
+
+static void sha_done(EVP_MD_CTX *c, char out[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+
+	EVP_DigestFinal_ex(c, md, &n);
+	EVP_MD_CTX_free(c);
+	hex(md, n, out);
+}
+
+static unsigned long long parse_num(const char *s, const char *what)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s || *end || *s == '-') {
+		fprintf(stderr, "erofs-ref-driver: bad %s: %s\n", what, s);
+		exit(2);
+	}
+	return v;
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: erofs-ref-driver MODE REGISTRY REPO TAG_OR_DIGEST LAYER_INDEX [args]\n"
+		"  seq CHUNK | random N LEN SEED | threads T N LEN SEED\n");
+	exit(2);
+}
+
+/* ---- the blob ---- */
+
+struct blob {
+	struct erofs_vfile vf;
+	struct ocierofs_ctx *ctx;
+	const char *digest;
+	uint64_t size;
+	double open_secs;
+};
+
+static void open_blob(struct blob *b, const char *registry, const char *repo,
+		      const char *ref, int layer)
+{
+	struct ocierofs_config cfg_oci;
+	struct ocierofs_iostream *ios;
+	const char *platform = getenv("EROFS_REF_PLATFORM");
+	bool insecure = true;
+	char *image;
+	double t0;
+	int err;
+
+	if (!strncmp(registry, "http://", 7)) {
+		registry += 7;
+	} else if (!strncmp(registry, "https://", 8)) {
+		registry += 8;
+		insecure = false;
+	}
+	if (*ref == '@')
+		ref++;
+	if (asprintf(&image, "%s/%s:%s", registry, repo, ref) < 0)
+		exit(1);
+
+	memset(&cfg_oci, 0, sizeof(cfg_oci));
+	cfg_oci.image_ref = image;
+	cfg_oci.platform = (char *)(platform && *platform ? platform
+							 : "linux/amd64");
+	cfg_oci.layer_index = layer;
+	cfg_oci.insecure = insecure;
+
+	t0 = now();
+	err = ocierofs_io_open(&b->vf, &cfg_oci);
+	b->open_secs = now() - t0;
+	if (err) {
+		fprintf(stderr, "erofs-ref-driver: ocierofs_io_open(%s, %s, layer %d, %s): %s\n",
+			image, cfg_oci.platform, layer,
+			insecure ? "http" : "https", strerror(-err));
+		dprintf(out_fd, "%s result=open-failed err=%d open_secs=%.3f\n",
+		       line_prefix, err, b->open_secs);
+		exit(3);
+	}
+	/*
+	 * The vfile has no size operation; the size (as the manifest states
+	 * it) is in the context behind the payload, which liberofs_oci.h
+	 * exposes.
+	 */
+	ios = *(struct ocierofs_iostream **)b->vf.payload;
+	b->ctx = ios->ctx;
+	b->digest = b->ctx->blob_digest;
+	b->size = b->ctx->layers[layer]->size;
+	free(image);
+}
+
+/* ---- seq ---- */
+
+static int run_seq(struct blob *b, size_t chunk)
+{
+	EVP_MD_CTX *sha = sha_new();
+	char *buf = malloc(chunk);
+	uint64_t bytes = 0, calls = 0;
+	long long err = 0;
+	char out[65];
+	double t0, secs;
+	ssize_t n;
+
+	if (!buf)
+		return 1;
+	t0 = now();
+	for (;;) {
+		n = erofs_io_read(&b->vf, buf, chunk);
+		calls++;
+		if (n < 0) {
+			err = n;
+			break;
+		}
+		if (!n)
+			break;
+		EVP_DigestUpdate(sha, buf, n);
+		bytes += n;
+		if (bytes > b->size) {	/* more than the manifest says */
+			err = -EFBIG;
+			break;
+		}
+	}
+	secs = now() - t0;
+	sha_done(sha, out);
+	free(buf);
+	dprintf(out_fd, "%s size=%" PRIu64 " bytes=%" PRIu64 " calls=%" PRIu64
+	       " open_secs=%.3f secs=%.3f mib_s=%.1f sha256=%s digest=%s"
+	       " verified=%s errors=%d err=%lld stray_stdout=%lld\n",
+	       line_prefix, b->size, bytes, calls, b->open_secs, secs,
+	       secs > 0 ? bytes / 1048576.0 / secs : 0.0, out, b->digest,
+	       !strncmp(b->digest, "sha256:", 7) && !strcmp(b->digest + 7, out)
+	       ? "yes" : "no", err ? 1 : 0, err, stray_bytes());
+	return err || bytes != b->size ? 1 : 0;
+}
+
+/* ---- random and threads ---- */
+
+static uint64_t *make_offsets(uint64_t seed, size_t n, size_t len,
+			      uint64_t size)
+{
+	uint64_t *off = malloc(n * sizeof(*off));
+	uint64_t x = seed, span = size - len + 1;
+	size_t i;
+
+	if (!off)
+		exit(1);
+	for (i = 0; i < n; i++) {
+		x = x * LCG_MUL + LCG_ADD;
+		off[i] = (x >> 11) % span;
+	}
+	return off;
+}
+
+static int run_random(struct blob *b, size_t n, size_t len, uint64_t seed)
+{
+	uint64_t *off;
+	EVP_MD_CTX *sha = sha_new();
+	char *buf = malloc(len ? len : 1);
+	unsigned long errors = 0, shorts = 0;
+	long long first_err = 0;
+	char out[65];
+	double t0, secs;
+	size_t i;
+	ssize_t r;
+
+	if (len > b->size) {
+		fprintf(stderr, "erofs-ref-driver: LEN %zu > blob size %" PRIu64 "\n",
+			len, b->size);
+		return 2;
+	}
+	off = make_offsets(seed, n, len, b->size);
+	t0 = now();
+	for (i = 0; i < n; i++) {
+		r = erofs_io_pread(&b->vf, buf, len, off[i]);
+		if (r < 0) {
+			errors++;
+			if (!first_err)
+				first_err = r;
+			continue;
+		}
+		if ((size_t)r != len)
+			shorts++;
+		EVP_DigestUpdate(sha, buf, r);
+	}
+	secs = now() - t0;
+	sha_done(sha, out);
+	dprintf(out_fd, "%s size=%" PRIu64 " first_off=%" PRIu64 " open_secs=%.3f"
+	       " secs=%.3f reads_s=%.1f sha256=%s errors=%lu short=%lu err=%lld"
+	       " stray_stdout=%lld\n",
+	       line_prefix, b->size, n ? off[0] : 0, b->open_secs, secs,
+	       secs > 0 ? n / secs : 0.0, out, errors + shorts, shorts,
+	       first_err, stray_bytes());
+	free(off);
+	free(buf);
+	return errors + shorts ? 1 : 0;
+}
+
+struct tjob {
+	struct blob *b;
+	const uint64_t *off;
+	char *data;		/* n * len bytes, read i at i * len */
+	ssize_t *ret;		/* per read */
+	size_t n, len, t, nthreads;
+	pthread_barrier_t *go;
+};
+
+static void *thread_main(void *arg)
+{
+	struct tjob *j = arg;
+	size_t i;
+
+	pthread_barrier_wait(j->go);
+	for (i = j->t; i < j->n; i += j->nthreads)
+		j->ret[i] = erofs_io_pread(&j->b->vf, j->data + i * j->len,
+					   j->len, j->off[i]);
+	return NULL;
+}
+
+static int run_threads(struct blob *b, size_t nthreads, size_t n, size_t len,
+		       uint64_t seed)
+{
+	uint64_t *off;
+	char *data;
+	ssize_t *ret;
+	struct tjob *jobs;
+	pthread_t *tids;
+	pthread_barrier_t go;
+	unsigned long errors = 0, shorts = 0;
+	long long first_err = 0;
+	EVP_MD_CTX *sha;
+	char out[65];
+	double t0, secs;
+	size_t i;
+
+	if (len > b->size) {
+		fprintf(stderr, "erofs-ref-driver: LEN %zu > blob size %" PRIu64 "\n",
+			len, b->size);
+		return 2;
+	}
+	if (!nthreads || (len && n > (1ULL << 30) / len)) {
+		fprintf(stderr, "erofs-ref-driver: need T >= 1 and N*LEN <= 1 GiB\n");
+		return 2;
+	}
+	off = make_offsets(seed, n, len, b->size);
+	data = malloc(n && len ? n * len : 1);
+	ret = calloc(n ? n : 1, sizeof(*ret));
+	jobs = calloc(nthreads, sizeof(*jobs));
+	tids = calloc(nthreads, sizeof(*tids));
+	if (!data || !ret || !jobs || !tids)
+		return 1;
+	pthread_barrier_init(&go, NULL, nthreads + 1);
+	for (i = 0; i < nthreads; i++) {
+		jobs[i] = (struct tjob){ .b = b, .off = off, .data = data,
+			.ret = ret, .n = n, .len = len, .t = i,
+			.nthreads = nthreads, .go = &go };
+		if (pthread_create(&tids[i], NULL, thread_main, &jobs[i])) {
+			fprintf(stderr, "erofs-ref-driver: pthread_create failed\n");
+			exit(1);
+		}
+	}
+	t0 = now();
+	pthread_barrier_wait(&go);
+	for (i = 0; i < nthreads; i++)
+		pthread_join(tids[i], NULL);
+	secs = now() - t0;
+	pthread_barrier_destroy(&go);
+
+	sha = sha_new();
+	for (i = 0; i < n; i++) {
+		if (ret[i] < 0) {
+			errors++;
+			if (!first_err)
+				first_err = ret[i];
+			continue;
+		}
+		if ((size_t)ret[i] != len)
+			shorts++;
+		EVP_DigestUpdate(sha, data + i * len, ret[i]);
+	}
+	sha_done(sha, out);
+	dprintf(out_fd, "%s size=%" PRIu64 " first_off=%" PRIu64 " open_secs=%.3f"
+	       " secs=%.3f reads_s=%.1f sha256=%s errors=%lu short=%lu err=%lld"
+	       " stray_stdout=%lld result=%s\n",
+	       line_prefix, b->size, n ? off[0] : 0, b->open_secs, secs,
+	       secs > 0 ? n / secs : 0.0, out, errors + shorts, shorts,
+	       first_err, stray_bytes(), errors + shorts ? "errors" : "ok");
+	free(off);
+	free(data);
+	free(ret);
+	free(jobs);
+	free(tids);
+	return errors + shorts ? 4 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct blob b;
+	const char *mode, *dbg;
+	int layer, rc;
+
+	if (argc < 6)
+		usage();
+	mode = argv[1];
+	layer = (int)parse_num(argv[5], "LAYER_INDEX");
+
+	capture_stdout();
+	erofs_init_configure();
+	dbg = getenv("EROFS_REF_DEBUG");
+	if (dbg && *dbg)
+		cfg.c_dbg_lvl = atoi(dbg);
+
+	if (!strcmp(mode, "seq") && argc == 7) {
+		size_t chunk = parse_num(argv[6], "CHUNK");
+
+		if (!chunk)
+			usage();
+		set_prefix("mode=seq chunk=%zu", chunk);
+		arm_watchdog();
+		open_blob(&b, argv[2], argv[3], argv[4], layer);
+		rc = run_seq(&b, chunk);
+	} else if (!strcmp(mode, "random") && argc == 9) {
+		size_t n = parse_num(argv[6], "N");
+		size_t len = parse_num(argv[7], "LEN");
+		uint64_t seed = parse_num(argv[8], "SEED");
+
+		set_prefix("mode=random n=%zu len=%zu seed=%" PRIu64, n, len,
+			   seed);
+		arm_watchdog();
+		open_blob(&b, argv[2], argv[3], argv[4], layer);
+		rc = run_random(&b, n, len, seed);
+	} else if (!strcmp(mode, "threads") && argc == 10) {
+		size_t t = parse_num(argv[6], "T");
+		size_t n = parse_num(argv[7], "N");
+		size_t len = parse_num(argv[8], "LEN");
+		uint64_t seed = parse_num(argv[9], "SEED");
+
+		set_prefix("mode=threads t=%zu n=%zu len=%zu seed=%" PRIu64,
+			   t, n, len, seed);
+		arm_watchdog();
+		open_blob(&b, argv[2], argv[3], argv[4], layer);
+		rc = run_threads(&b, t, n, len, seed);
+	} else {
+		usage();
+		return 2;
+	}
+	fflush(stdout);
+	line_done = 1;
+	/*
+	 * After T threads shared the vfile its state is not to be trusted:
+	 * leave it to exit(). Otherwise close it as a user would.
+	 */
+	if (strcmp(mode, "threads"))
+		erofs_io_close(&b.vf);
+	return rc;
+}
