@@ -74,6 +74,9 @@ fn after_includes(abi: u32) -> String {
  */
 #define OCI_REGISTRY_EROFS_ABI {abi}
 
+/* Feature tests for what this header offers. */
+#define OCI_REGISTRY_HAS_STATS 1
+
 struct stat;
 struct iovec;
 
@@ -121,8 +124,19 @@ fn main() {
         after_includes: Some(after_includes(abi)),
         ..Default::default()
     };
-    // Only the functions: the erofs structs are the C text above.
-    config.export.item_types = vec![cbindgen::ItemType::Functions];
+    // Functions and our own structs: the erofs structs are the C text above.
+    config.export.item_types = vec![cbindgen::ItemType::Functions, cbindgen::ItemType::Structs];
+    config.export.exclude = vec![
+        "erofs_vfile".into(),
+        "erofs_vfops".into(),
+        "erofs_vfile_u".into(),
+        "erofs_vfile_fd".into(),
+    ];
+    // Excluded types lose their tag: name it in full.
+    config
+        .export
+        .rename
+        .insert("erofs_vfile".into(), "struct erofs_vfile".into());
     config.function.sort_by = Some(cbindgen::SortKey::None);
     config.parse.parse_deps = false;
     if abi108 {

@@ -20,6 +20,9 @@
  */
 #define OCI_REGISTRY_EROFS_ABI 109
 
+/* Feature tests for what this header offers. */
+#define OCI_REGISTRY_HAS_STATS 1
+
 struct stat;
 struct iovec;
 
@@ -63,6 +66,24 @@ struct erofs_vfile {
 };
 #endif /* __EROFS_IO_H */
 
+
+/**
+ * struct oci_registry_stats - counters of one open vfile
+ * @bytes_fetched: blob bytes received from the network
+ * @requests: HTTP requests made for blob data (retries included)
+ * @retries: transient failures retried (resumed where they stopped)
+ * @cache_hits: blocks served from the block cache
+ * @cache_misses: blocks that had to be fetched (or waited for)
+ * @bytes_served: bytes returned by read and pread
+ */
+struct oci_registry_stats {
+  uint64_t bytes_fetched;
+  uint64_t requests;
+  uint64_t retries;
+  uint64_t cache_hits;
+  uint64_t cache_misses;
+  uint64_t bytes_served;
+};
 
 #ifdef __cplusplus
 extern "C" {
@@ -238,6 +259,19 @@ const char *oci_registry_blob_digest(const struct erofs_vfile *vf);
  * `vf` is NULL or a vfile.
  */
 const char *oci_registry_blob_media_type(const struct erofs_vfile *vf);
+
+/**
+ * oci_registry_stats() - what an open vfile has cost so far
+ * @vf: an open vfile
+ * @st: filled on success
+ *
+ * Return: 0, or a negative errno (-EINVAL for NULL arguments or a vfile
+ * that is not ours, -EBADF after close).
+ *
+ * # Safety
+ * `vf` is NULL or a vfile; `st` is NULL or writable.
+ */
+int oci_registry_stats(const struct erofs_vfile *vf, struct oci_registry_stats *st);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -461,6 +461,59 @@ pub unsafe extern "C" fn oci_registry_blob_media_type(vf: *const erofs_vfile) ->
     })
 }
 
+/// struct oci_registry_stats - counters of one open vfile
+/// @bytes_fetched: blob bytes received from the network
+/// @requests: HTTP requests made for blob data (retries included)
+/// @retries: transient failures retried (resumed where they stopped)
+/// @cache_hits: blocks served from the block cache
+/// @cache_misses: blocks that had to be fetched (or waited for)
+/// @bytes_served: bytes returned by read and pread
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct oci_registry_stats {
+    pub bytes_fetched: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub bytes_served: u64,
+}
+
+/// oci_registry_stats() - what an open vfile has cost so far
+/// @vf: an open vfile
+/// @st: filled on success
+///
+/// Return: 0, or a negative errno (-EINVAL for NULL arguments or a vfile
+/// that is not ours, -EBADF after close).
+///
+/// # Safety
+/// `vf` is NULL or a vfile; `st` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn oci_registry_stats(vf: *const erofs_vfile, st: *mut oci_registry_stats) -> c_int {
+    guard(-libc::EIO, || {
+        let h = match handle(vf) {
+            Ok(h) => h,
+            Err(e) => return fail(&e),
+        };
+        if st.is_null() {
+            return fail(&Error::invalid("stats: NULL output"));
+        }
+        let s = h.blob.stats();
+        ptr::write(
+            st,
+            oci_registry_stats {
+                bytes_fetched: s.bytes_fetched,
+                requests: s.requests,
+                retries: s.retries,
+                cache_hits: s.cache_hits,
+                cache_misses: s.cache_misses,
+                bytes_served: s.bytes_served,
+            },
+        );
+        0
+    })
+}
+
 unsafe extern "C" fn op_read(vf: Vf, buf: *mut c_void, len: usize) -> isize {
     oci_registry_read(vf, buf, len)
 }
