@@ -5,6 +5,7 @@
  *   fetch REF OPTIONS seq [CHUNK]       read() to the end, print the sha256
  *   fetch REF OPTIONS random FILE [N]   N random preads (default 64),
  *                                       each compared with FILE
+ *                                       ($FETCH_DELAY_MS apart)
  *
  * Prints one line: "ok sha256:<hex> <bytes>" (seq), "ok random <n>"
  * (random), or "error <errno> <message>"; exit status 0 only for ok.
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/evp.h>
 #include "oci_registry.h"
 
@@ -68,6 +70,8 @@ static ssize_t do_pread(struct erofs_vfile *vf, void *buf, size_t len,
 
 static int random_reads(struct erofs_vfile *vf, const char *path, int count)
 {
+	const char *delay = getenv("FETCH_DELAY_MS");
+	long delay_ms = delay ? atol(delay) : 0;
 	unsigned long long size, off, seed = 42;
 	char *want = NULL, *got = NULL;
 	FILE *f = fopen(path, "rb");
@@ -87,6 +91,8 @@ static int random_reads(struct erofs_vfile *vf, const char *path, int count)
 		size_t len, exp;
 		ssize_t n;
 
+		if (delay_ms && i)
+			usleep((useconds_t)delay_ms * 1000);
 		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
 		off = (seed >> 11) % size;
 		len = (size_t)((seed >> 40) % (256 << 10)) + 1;

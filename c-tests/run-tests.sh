@@ -38,6 +38,8 @@ run() {
 
 stop_all() {
 	bash "$HERE/faultproxy.sh" stop "$WORK" >/dev/null 2>&1 || true
+	bash "$HERE/auth-registry.sh" stop "$WORK" basic-tls >/dev/null 2>&1 || true
+	bash "$HERE/auth-registry.sh" stop "$WORK" token >/dev/null 2>&1 || true
 	bash "$HERE/registry.sh" stop "$WORK" >/dev/null
 }
 bash "$HERE/registry.sh" start "$WORK" >/dev/null
@@ -75,6 +77,14 @@ grep -E 'entry=|peak_rss' "$BUILD/stream_big.log" || true
 # Faults a real registry will not produce on demand, from a proxy in front.
 bash "$HERE/faultproxy.sh" start "$WORK" >/dev/null
 run faults python3 "$HERE/fault_tests.py" "$WORK" "$BUILD/fetch-1.9"
+
+# The same registry with htpasswd + TLS (private CA), and with token auth
+# (short-lived tokens, to see them renewed).
+bash "$HERE/auth-registry.sh" start "$WORK" basic-tls >/dev/null
+TOKEN_EXPIRES_IN=4 bash "$HERE/auth-registry.sh" start "$WORK" token >/dev/null
+python3 "$HERE/push_auth_fixtures.py" --work "$WORK" --mode basic-tls >/dev/null
+python3 "$HERE/push_auth_fixtures.py" --work "$WORK" --mode token >/dev/null
+run auth python3 "$HERE/auth_tests.py" "$WORK" "$BUILD/fetch-1.9"
 
 echo "integration: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

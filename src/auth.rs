@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use once_cell::sync::Lazy;
+
+use crate::credentials::{base64_encode, Credentials, Secret};
 use crate::error::{redact_url, Error, Result};
 use crate::transport::{Request, Transport};
 
@@ -151,6 +154,7 @@ pub fn url_escape(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
     Anonymous,
+    Basic,
     Bearer {
         realm: String,
         service: Option<String>,
@@ -159,24 +163,63 @@ pub enum Scheme {
 
 #[derive(Clone, Debug)]
 struct Token {
-    value: String,
+    value: Secret,
     expires: Instant,
 }
+
+/// Tokens of the whole process, per (realm, service, scope, identity):
+/// every vfile of one image shares them.
+static TOKENS: Lazy<Mutex<HashMap<String, Token>>> = Lazy::new(|| Mutex::new(HashMap::new()));
 
 /// Authentication state of one registry connection.
 pub struct Auth {
     registry_url: String,
+    repository: String,
+    creds: Option<Credentials>,
+    /// Who we are in the token cache key (never the secret itself).
+    identity: String,
     scheme: Mutex<Scheme>,
-    tokens: Mutex<HashMap<String, Token>>,
+    /// Timeouts and TLS settings for token requests.
+    template: Request,
 }
 
 impl Auth {
-    pub fn new(registry_url: &str) -> Auth {
+    pub fn new(
+        registry_url: &str,
+        repository: &str,
+        creds: Option<Credentials>,
+        template: Request,
+    ) -> Auth {
+        let identity = match &creds {
+            None => "anonymous".to_string(),
+            Some(c) => {
+                let mut h = crate::digest::Hasher::new(crate::digest::Algorithm::Sha256);
+                h.update(c.username.as_bytes());
+                h.update(b"\0");
+                h.update(c.password.expose().as_bytes());
+                h.update(b"\0");
+                h.update(
+                    c.identity_token
+                        .as_ref()
+                        .map(|t| t.expose())
+                        .unwrap_or("")
+                        .as_bytes(),
+                );
+                h.finish().to_string()
+            }
+        };
         Auth {
             registry_url: registry_url.to_string(),
+            repository: repository.to_string(),
+            creds,
+            identity,
             scheme: Mutex::new(Scheme::Anonymous),
-            tokens: Mutex::new(HashMap::new()),
+            template,
         }
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.creds.is_some()
     }
 
     /// Takes what a 401's `WWW-Authenticate` headers say.
@@ -194,10 +237,15 @@ impl Auth {
             return Ok(());
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
+            if self.creds.as_ref().is_some_and(|c| !c.username.is_empty()) {
+                *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = Scheme::Basic;
+                return Ok(());
+            }
             return Err(Error::new(
                 libc::EACCES,
                 format!(
-                    "{} asks for Basic credentials, and none were given",
+                    "credentials are needed for repository '{}' at {}: it asks for Basic authentication, and no credentials were found (options username=/password=, auth.json, docker config)",
+                    self.repository,
                     redact_url(&self.registry_url)
                 ),
             ));
@@ -242,17 +290,33 @@ impl Auth {
         *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) == Scheme::Anonymous
     }
 
+    fn cache_key(&self, realm: &str, service: Option<&str>, scope: &str) -> String {
+        format!(
+            "{realm}\n{}\n{scope}\n{}",
+            service.unwrap_or(""),
+            self.identity
+        )
+    }
+
     /// Forgets the token of `scope` (after a 401 with it).
     pub fn invalidate(&self, scope: &str) {
-        self.tokens
+        let scheme = self
+            .scheme
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(scope);
+            .clone();
+        if let Scheme::Bearer { realm, service } = scheme {
+            let key = self.cache_key(&realm, service.as_deref(), scope);
+            TOKENS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
     }
 
     /// The `Authorization` header line for a request within `scope`, if
     /// the registry wants one.
-    pub fn header(&self, transport: &Arc<Transport>, scope: &str) -> Result<Option<String>> {
+    pub fn header(&self, transport: &Arc<Transport>, scope: &str) -> Result<Option<Secret>> {
         let scheme = self
             .scheme
             .lock()
@@ -260,24 +324,29 @@ impl Auth {
             .clone();
         match scheme {
             Scheme::Anonymous => Ok(None),
+            Scheme::Basic => Ok(self.creds.as_ref().map(basic_header)),
             Scheme::Bearer { realm, service } => {
-                if let Some(t) = self
-                    .tokens
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(scope)
+                let key = self.cache_key(&realm, service.as_deref(), scope);
                 {
-                    // Renew ahead of expiry.
-                    if t.expires > Instant::now() + Duration::from_secs(10) {
-                        return Ok(Some(format!("Authorization: Bearer {}", t.value)));
+                    let mut cache = TOKENS.lock().unwrap_or_else(|e| e.into_inner());
+                    let now = Instant::now();
+                    cache.retain(|_, t| t.expires > now);
+                    if let Some(t) = cache.get(&key) {
+                        // Renew ahead of expiry.
+                        if t.expires > now + Duration::from_secs(10) {
+                            return Ok(Some(Secret::new(format!(
+                                "Authorization: Bearer {}",
+                                t.value.expose()
+                            ))));
+                        }
                     }
                 }
                 let t = self.fetch_token(transport, &realm, service.as_deref(), scope)?;
-                let line = format!("Authorization: Bearer {}", t.value);
-                self.tokens
+                let line = Secret::new(format!("Authorization: Bearer {}", t.value.expose()));
+                TOKENS
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(scope.to_string(), t);
+                    .insert(key, t);
                 Ok(Some(line))
             }
         }
@@ -290,31 +359,95 @@ impl Auth {
         service: Option<&str>,
         scope: &str,
     ) -> Result<Token> {
-        let mut url = realm.to_string();
-        let mut sep = if url.contains('?') { '&' } else { '?' };
-        if let Some(s) = service {
-            url.push_str(&format!("{sep}service={}", url_escape(s)));
-            sep = '&';
-        }
-        if !scope.is_empty() {
-            url.push_str(&format!("{sep}scope={}", url_escape(scope)));
-        }
-        let mut req = Request::get("get token", url.clone());
+        let mut req = self.template.clone();
+        req.step = "get token";
         req.max_body = Some(MAX_TOKEN_BODY);
-        req.follow = true;
-        let resp = transport.fetch(&req)?;
+        req.follow = false;
+        req.buffer = MAX_TOKEN_BODY as usize + 1;
+        let refresh = self.creds.as_ref().and_then(|c| c.identity_token.as_ref());
+        if let Some(rt) = refresh {
+            // OAuth2: POST the refresh (identity) token.
+            let mut form = format!(
+                "grant_type=refresh_token&refresh_token={}&client_id=liboci_registry",
+                url_escape(rt.expose())
+            );
+            if let Some(s) = service {
+                form.push_str(&format!("&service={}", url_escape(s)));
+            }
+            if !scope.is_empty() {
+                form.push_str(&format!("&scope={}", url_escape(scope)));
+            }
+            req.method = crate::transport::Method::Post;
+            req.url = realm.to_string();
+            req.headers = vec!["Content-Type: application/x-www-form-urlencoded".to_string()];
+            req.auth = None;
+            req.body = Some(form.into_bytes());
+        } else {
+            let mut url = realm.to_string();
+            let mut sep = if url.contains('?') { '&' } else { '?' };
+            if let Some(s) = service {
+                url.push_str(&format!("{sep}service={}", url_escape(s)));
+                sep = '&';
+            }
+            if !scope.is_empty() {
+                url.push_str(&format!("{sep}scope={}", url_escape(scope)));
+            }
+            req.method = crate::transport::Method::Get;
+            req.url = url;
+            req.headers = Vec::new();
+            // The basic credentials are meant for this realm.
+            req.auth = self
+                .creds
+                .as_ref()
+                .filter(|c| !c.username.is_empty())
+                .map(basic_header);
+        }
+        let resp = transport.fetch(&req);
+        // The form held the refresh token: wipe it.
+        if let Some(mut b) = req.body.take() {
+            b.iter_mut()
+                .for_each(|x| unsafe { std::ptr::write_volatile(x, 0) });
+        }
+        let resp = resp?;
         if !resp.is_success() {
-            return Err(Error::http(
+            let who = match &self.creds {
+                Some(c) => format!("the credentials from {}", c.source),
+                None => "anonymous access: credentials are needed".to_string(),
+            };
+            let e = Error::http(
                 "get token",
-                "GET",
-                &url,
+                req.method.as_str(),
+                &req.url,
                 resp.status,
                 &resp.body,
+            );
+            let errno = if matches!(resp.status, 401 | 403) {
+                libc::EACCES
+            } else {
+                e.errno()
+            };
+            return Err(Error::new(
+                errno,
+                format!(
+                    "token server refused {who} for repository '{}' at {}: {}",
+                    self.repository,
+                    redact_url(&self.registry_url),
+                    e.message()
+                ),
             ));
         }
         parse_token(&resp.body)
-            .map_err(|e| e.context(&format!("get token from {}", redact_url(&url))))
+            .map_err(|e| e.context(&format!("get token from {}", redact_url(&req.url))))
     }
+}
+
+/// `Authorization: Basic base64(user:password)`.
+fn basic_header(c: &Credentials) -> Secret {
+    let pair = Secret::new(format!("{}:{}", c.username, c.password.expose()));
+    Secret::new(format!(
+        "Authorization: Basic {}",
+        base64_encode(pair.expose().as_bytes())
+    ))
 }
 
 fn parse_token(body: &[u8]) -> Result<Token> {
@@ -330,8 +463,13 @@ fn parse_token(body: &[u8]) -> Result<Token> {
         .token
         .filter(|t| !t.is_empty())
         .or(b.access_token.filter(|t| !t.is_empty()))
+        .map(Secret::new)
         .ok_or_else(|| Error::protocol("token response has neither 'token' nor 'access_token'"))?;
-    if value.bytes().any(|c| c.is_ascii_control() || c == b' ') {
+    if value
+        .expose()
+        .bytes()
+        .any(|c| c.is_ascii_control() || c == b' ')
+    {
         return Err(Error::protocol("token response holds a malformed token"));
     }
     let life = Duration::from_secs(b.expires_in.unwrap_or(60).min(86_400)).max(MIN_TOKEN_LIFETIME);
@@ -375,9 +513,9 @@ mod tests {
     #[test]
     fn tokens() {
         let t = parse_token(br#"{"token":"abc","expires_in":300}"#).unwrap();
-        assert_eq!(t.value, "abc");
+        assert_eq!(t.value.expose(), "abc");
         let t = parse_token(br#"{"access_token":"xyz","expires_in":1}"#).unwrap();
-        assert_eq!(t.value, "xyz");
+        assert_eq!(t.value.expose(), "xyz");
         assert!(t.expires >= Instant::now() + Duration::from_secs(59));
         assert_eq!(parse_token(b"{}").unwrap_err().errno(), libc::EPROTO);
         assert_eq!(parse_token(b"nope").unwrap_err().errno(), libc::EPROTO);
@@ -385,7 +523,7 @@ mod tests {
 
     #[test]
     fn realm_rules() {
-        let a = Auth::new("https://r.example");
+        let a = Auth::new("https://r.example", "a/b", None, Request::get("t", ""));
         assert!(a
             .learn(std::iter::once(r#"Bearer realm="http://t/token""#))
             .is_err());

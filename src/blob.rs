@@ -592,8 +592,12 @@ impl Blob {
             }
             match self.covering(&st, k) {
                 None => {
-                    let id =
-                        self.new_fetch(&mut st, k, if seq { inner.nblocks() } else { b1 + 1 }, seq);
+                    let end = if seq {
+                        inner.nblocks()
+                    } else {
+                        (b1 + 1).min(k + self.max_run())
+                    };
+                    let id = self.new_fetch(&mut st, k, end, seq);
                     launches.push(id);
                 }
                 Some(id) => {
@@ -653,6 +657,7 @@ impl Blob {
         let nblocks = self.inner.nblocks();
         let mut launches = Vec::new();
         let mut k = b0;
+        let mut planned = 0;
         let missing = |st: &State, k: u64| !st.cache.contains(k) && self.covering(st, k).is_none();
         while k <= b1 {
             if !missing(st, k) {
@@ -664,11 +669,18 @@ impl Blob {
                 launches.push(self.new_fetch(st, k, nblocks, true));
                 return launches;
             }
+            // At most half the cache in flight for one read, or blocks
+            // would push each other out before they are copied; the read
+            // loop fetches the rest as it goes.
+            if planned >= self.max_run() {
+                break;
+            }
             let mut e = k;
-            while e < b1 && missing(st, e + 1) {
+            while e < b1 && missing(st, e + 1) && planned + (e + 1 - k) < self.max_run() {
                 e += 1;
             }
             launches.push(self.new_fetch(st, k, e + 1, false));
+            planned += e + 1 - k;
             k = e + 1;
         }
         if seq && b1 + 1 < nblocks && missing(st, b1 + 1) {
@@ -676,6 +688,11 @@ impl Blob {
             launches.push(self.new_fetch(st, b1 + 1, nblocks, true));
         }
         launches
+    }
+
+    /// Most blocks one read fetches at once: half the cache.
+    fn max_run(&self) -> u64 {
+        (self.cfg.cache_mem as u64 / self.inner.block / 2).max(1)
     }
 
     /// Makes room for a new readahead stream: at most two run at once

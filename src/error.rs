@@ -16,6 +16,9 @@ pub struct Error {
     status: Option<u32>,
     /// What a 429/503 said about when to come back.
     retry_after: Option<Duration>,
+    /// The TLS handshake failed (not the certificate): the server may not
+    /// speak TLS at all.
+    tls_handshake: bool,
 }
 
 impl Error {
@@ -26,6 +29,7 @@ impl Error {
             msg: msg.into(),
             status: None,
             retry_after: None,
+            tls_handshake: false,
         }
     }
 
@@ -90,7 +94,14 @@ impl Error {
             msg.push_str(extra);
             msg.push(')');
         }
-        Self::new(errno_for_curl(err), msg)
+        let mut e = Self::new(errno_for_curl(err), msg);
+        e.tls_handshake = err.is_ssl_connect_error();
+        e
+    }
+
+    /// A TLS handshake failure (as when the server speaks plain http).
+    pub fn is_tls_handshake(&self) -> bool {
+        self.tls_handshake
     }
 
     /// Positive errno value.

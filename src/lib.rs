@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod blob;
 pub mod cache;
+pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod ffi;
@@ -21,14 +22,23 @@ pub mod transport;
 use std::sync::Arc;
 
 use crate::blob::{Blob, ReadConfig};
+use crate::credentials::Credentials;
 use crate::error::Result;
 use crate::options::{Options, Target};
 use crate::platform::Platform;
 use crate::reference::{LegacyUrl, Reference};
 use crate::registry::{Policy, Registry};
-use crate::transport::Timeouts;
+use crate::transport::{Timeouts, TlsOptions};
 
 fn policy(o: &Options) -> Policy {
+    let tls = (o.ca.is_some() || !o.tls_verify || o.cert.is_some()).then(|| {
+        Arc::new(TlsOptions {
+            ca: o.ca.clone(),
+            insecure_skip_verify: !o.tls_verify,
+            cert: o.cert.clone(),
+            key: o.key.clone(),
+        })
+    });
     Policy {
         retries: o.retries,
         timeouts: Timeouts {
@@ -36,6 +46,14 @@ fn policy(o: &Options) -> Policy {
             low_speed_limit: o.low_speed_limit,
             low_speed_time: o.low_speed_time,
         },
+        tls,
+        insecure: o.insecure,
+        creds: o.username.as_ref().map(|u| Credentials {
+            username: u.clone(),
+            password: o.password.clone().unwrap_or_default(),
+            identity_token: None,
+            source: "the username=/password= options".to_string(),
+        }),
     }
 }
 
@@ -43,16 +61,45 @@ fn policy(o: &Options) -> Policy {
 pub fn open_reference(reference: &str, options: Option<&str>) -> Result<Blob> {
     let opts = Options::parse(options)?;
     let r = Reference::parse(reference)?;
-    let registry = Arc::new(Registry::connect(&r, opts.insecure, policy(&opts))?);
-    let desc = registry.resolve(&r, &opts.target, &opts.platform)?;
-    Blob::new(registry, desc, ReadConfig::from_options(&opts))
+    let pol = policy(&opts);
+    // Mirrors first, then the registry itself (as containerd's hosts.toml
+    // does for pulls); the first that has the image serves it.
+    let mut errors = Vec::new();
+    for m in &opts.mirrors {
+        let mut mr = r.clone();
+        mr.registry = m.clone();
+        let tried = Registry::connect(&mr, &pol).and_then(|reg| {
+            let desc = reg.resolve(&mr, &opts.target, &opts.platform)?;
+            Ok((reg, desc))
+        });
+        match tried {
+            Ok((reg, desc)) => {
+                return Blob::new(Arc::new(reg), desc, ReadConfig::from_options(&opts))
+            }
+            Err(e) => errors.push(format!("mirror {m}: {}", e.message())),
+        }
+    }
+    let registry = Registry::connect(&r, &pol).map_err(|e| with_mirrors(e, &errors))?;
+    let desc = registry
+        .resolve(&r, &opts.target, &opts.platform)
+        .map_err(|e| with_mirrors(e, &errors))?;
+    Blob::new(Arc::new(registry), desc, ReadConfig::from_options(&opts))
+}
+
+fn with_mirrors(e: crate::error::Error, mirror_errors: &[String]) -> crate::error::Error {
+    if mirror_errors.is_empty() {
+        e
+    } else {
+        let msg = format!("{} (after: {})", e.message(), mirror_errors.join("; "));
+        crate::error::Error::new(e.errno(), msg)
+    }
 }
 
 /// Opens the blob an original-grammar URL names.
 pub fn open_legacy_url(url: &str) -> Result<Blob> {
     let u = LegacyUrl::parse(url)?;
     let opts = Options::default();
-    let registry = Arc::new(Registry::connect(&u.reference, false, policy(&opts))?);
+    let registry = Arc::new(Registry::connect(&u.reference, &policy(&opts))?);
     let (target, platform) = match &u.blob {
         Some(d) => (Target::Blob(d.clone()), Platform::host()),
         None => (Target::Layer(u.layer), Platform::new(&u.os, &u.arch, "")),

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use crate::credentials::{split_auth, Secret};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::reference::check_digest;
@@ -52,6 +55,16 @@ pub struct Options {
     /// `low_speed_time` (0 turns this off).
     pub low_speed_limit: u32,
     pub low_speed_time: Duration,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// A PEM file of extra CA certificates.
+    pub ca: Option<PathBuf>,
+    /// `tls_verify=0`: no certificate verification.
+    pub tls_verify: bool,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Pull-through mirrors tried before the registry itself.
+    pub mirrors: Vec<String>,
 }
 
 pub const DEFAULT_BLOCK: usize = 1 << 20;
@@ -72,6 +85,13 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(30),
             low_speed_limit: 1024,
             low_speed_time: Duration::from_secs(30),
+            username: None,
+            password: None,
+            ca: None,
+            tls_verify: true,
+            cert: None,
+            key: None,
+            mirrors: Vec::new(),
         }
     }
 }
@@ -163,6 +183,27 @@ impl Options {
                 "low_speed_time" => {
                     o.low_speed_time = Duration::from_secs(parse_num(key, &need(value)?, 3600)?)
                 }
+                "username" => o.username = Some(need(value)?),
+                "password" => o.password = Some(Secret::new(value.unwrap_or(""))),
+                "auth" => {
+                    let (u, p) = split_auth(&need(value)?, "option 'auth'")?;
+                    o.username = Some(u);
+                    o.password = Some(p);
+                }
+                "ca" => o.ca = Some(existing_file(key, &need(value)?)?),
+                "cert" => o.cert = Some(existing_file(key, &need(value)?)?),
+                "key" => o.key = Some(existing_file(key, &need(value)?)?),
+                "tls_verify" => o.tls_verify = parse_bool(key, value)?,
+                "mirror" => {
+                    let m = need(value)?;
+                    crate::reference::Reference::parse(&format!("{m}/x"))
+                        .ok()
+                        .filter(|r| r.registry == m)
+                        .ok_or_else(|| {
+                            Error::invalid(format!("option 'mirror={m}': expected host[:port]"))
+                        })?;
+                    o.mirrors.push(m);
+                }
                 _ => {
                     return Err(Error::invalid(format!(
                         "unknown option '{}'",
@@ -174,6 +215,12 @@ impl Options {
         // The cache must hold the readahead window and the blocks being
         // read, or readahead would evict itself.
         o.cache_mem = o.cache_mem.max(o.readahead + 2 * o.block).max(2 * o.block);
+        if o.password.is_some() && o.username.is_none() {
+            return Err(Error::invalid("option 'password' needs 'username'"));
+        }
+        if o.cert.is_some() != o.key.is_some() {
+            return Err(Error::invalid("options 'cert' and 'key' go together"));
+        }
         if have_layer && have_blob {
             return Err(Error::invalid(
                 "options 'layer' and 'blob' exclude each other",
@@ -181,6 +228,14 @@ impl Options {
         }
         Ok(o)
     }
+}
+
+fn existing_file(key: &str, v: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(v);
+    if !p.is_file() {
+        return Err(Error::invalid(format!("option '{key}={v}': no such file")));
+    }
+    Ok(p)
 }
 
 /// `N`, `NK`, `NM`, `NG` (powers of 1024).
@@ -247,6 +302,17 @@ mod tests {
         );
         assert_eq!((o.verify, o.retries), (Verify::None, 2));
         assert_eq!(o.low_speed_time, Duration::from_secs(5));
+        let o = Options::parse(Some(
+            "auth=dXNlcjpwYXNz,mirror=m.example:5000,mirror=localhost,tls_verify=0",
+        ))
+        .unwrap();
+        assert_eq!(o.username.as_deref(), Some("user"));
+        assert_eq!(o.password.as_ref().unwrap().expose(), "pass");
+        assert_eq!(
+            o.mirrors,
+            vec!["m.example:5000".to_string(), "localhost".to_string()]
+        );
+        assert!(!o.tls_verify);
         // The cache grows to hold the readahead window.
         let o = Options::parse(Some("cache_mem=1M,readahead=8M")).unwrap();
         assert_eq!(o.cache_mem, 10 << 20);
@@ -266,6 +332,11 @@ mod tests {
             ("cache_mem=lots", "cache_mem=lots"),
             ("verify=maybe", "verify=maybe"),
             ("retries=-1", "retries=-1"),
+            ("password=x", "needs 'username'"),
+            ("ca=/nonexistent/ca.pem", "no such file"),
+            ("cert=/etc/hostname", "go together"),
+            ("mirror=http://x", "mirror"),
+            ("auth=***", "base64"),
         ] {
             let e = Options::parse(Some(bad)).unwrap_err();
             assert_eq!(e.errno(), libc::EINVAL);

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Auth;
+use crate::credentials::{self, Credentials};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Document};
 use crate::options::Target;
 use crate::platform::Platform;
 use crate::reference::{Reference, Scheme};
-use crate::transport::{BodyTarget, Headers, Request, Response, Timeouts, Transfer, Transport};
+use crate::transport::{
+    BodyTarget, Headers, Request, Response, Timeouts, TlsOptions, Transfer, Transport,
+};
 
 /// The blob an open vfile reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,19 +26,26 @@ pub struct BlobDesc {
     pub media_type: String,
 }
 
-/// How hard to try: retries of transient failures, and timeouts.
-#[derive(Debug, Clone, Copy)]
+/// How to talk to a registry: retries of transient failures, timeouts,
+/// TLS settings and credentials.
+#[derive(Debug, Clone, Default)]
 pub struct Policy {
     pub retries: u32,
     pub timeouts: Timeouts,
+    pub tls: Option<Arc<TlsOptions>>,
+    /// Plain http.
+    pub insecure: bool,
+    /// Credentials given as options; None means "look them up".
+    pub creds: Option<Credentials>,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            retries: 4,
-            timeouts: Timeouts::default(),
-        }
+impl Policy {
+    /// A request with this policy's timeouts and TLS settings.
+    pub fn request(&self, step: &'static str, url: impl Into<String>) -> Request {
+        let mut r = Request::get(step, url);
+        r.timeouts = self.timeouts;
+        r.tls = self.tls.clone();
+        r
     }
 }
 
@@ -80,9 +90,17 @@ impl Registry {
     /// Pings `/v2/` and learns how to authenticate. With no scheme given,
     /// https is tried first; on loopback a server that does not speak TLS
     /// is then talked to over plain http, as docker does for localhost.
-    pub fn connect(r: &Reference, insecure: bool, policy: Policy) -> Result<Registry> {
+    pub fn connect(r: &Reference, policy: &Policy) -> Result<Registry> {
         let transport = Transport::get()?;
-        let schemes: &[&str] = match (r.scheme, insecure) {
+        let creds = match &policy.creds {
+            Some(c) => Some(c.clone()),
+            None => credentials::lookup(
+                &r.registry,
+                &r.repository,
+                &credentials::Env::from_process(),
+            )?,
+        };
+        let schemes: &[&str] = match (r.scheme, policy.insecure) {
             (_, true) | (Scheme::Http, _) => &["http"],
             (Scheme::Https, _) => &["https"],
             (Scheme::Auto, _) if is_loopback(&r.registry) => &["https", "http"],
@@ -91,20 +109,24 @@ impl Registry {
         let mut last = None;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{}", r.registry);
-            let mut req = Request::get("ping registry", format!("{base}/v2/"));
+            let mut req = policy.request("ping registry", format!("{base}/v2/"));
             req.max_body = Some(64 * 1024);
-            req.timeouts = policy.timeouts;
             match fetch_retrying(&transport, &req, policy.retries) {
-                Err(e) if e.errno() == libc::EPROTO && i + 1 < schemes.len() => {
+                Err(e) if e.is_tls_handshake() && i + 1 < schemes.len() => {
                     last = Some(e);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(tls_hint(e, policy)),
                 Ok(resp) => {
                     let reg = Registry {
                         transport: transport.clone(),
-                        policy,
-                        auth: Auth::new(&base),
+                        policy: policy.clone(),
+                        auth: Auth::new(
+                            &base,
+                            &r.repository,
+                            creds.clone(),
+                            policy.request("get token", ""),
+                        ),
                         base,
                         scope: format!("repository:{}:pull", r.repository),
                         repository: r.repository.clone(),
@@ -157,9 +179,8 @@ impl Registry {
         loop {
             let mut r = req.clone();
             r.timeouts = self.policy.timeouts;
-            if let Some(h) = self.auth.header(&self.transport, &self.scope)? {
-                r.headers.push(h);
-            }
+            r.tls = self.policy.tls.clone();
+            r.auth = self.auth.header(&self.transport, &self.scope)?;
             let started = self
                 .transport
                 .start_transfer_to(&r, target())
@@ -171,7 +192,7 @@ impl Registry {
                     attempt += 1;
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(tls_hint(e, &self.policy)),
             };
             if status == 401 {
                 let err = t.status_error(status);
@@ -204,15 +225,20 @@ impl Registry {
 
     /// The token scope and the auth header for a request, for callers
     /// that restart transfers themselves.
-    pub fn policy(&self) -> Policy {
-        self.policy
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     fn needs_credentials(&self, err: Error) -> Error {
+        let what = if self.auth.has_credentials() {
+            "the credentials were refused"
+        } else {
+            "credentials are needed"
+        };
         Error::new(
             libc::EACCES,
             format!(
-                "credentials are needed for repository '{}' at {}: {}",
+                "{what} for repository '{}' at {}: {}",
                 self.repository,
                 crate::error::redact_url(&self.base),
                 err.message()
@@ -326,6 +352,25 @@ impl Registry {
             size: layer.size,
             media_type: layer.media_type.clone(),
         })
+    }
+}
+
+/// A TLS failure says how to fix it.
+fn tls_hint(e: Error, policy: &Policy) -> Error {
+    if e.errno() != libc::EPROTO {
+        return e;
+    }
+    let skip = policy.tls.as_ref().is_some_and(|t| t.insecure_skip_verify);
+    if skip {
+        e.context("warning: TLS verification is off (tls_verify=0)")
+    } else {
+        Error::new(
+            e.errno(),
+            format!(
+                "{} (for a registry with a private CA, pass the ca=/path/to/ca.pem option)",
+                e.message()
+            ),
+        )
     }
 }
 

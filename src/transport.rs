@@ -34,6 +34,8 @@ const USER_AGENT: &str = concat!("liboci_registry/", env!("CARGO_PKG_VERSION"));
 pub enum Method {
     Get,
     Head,
+    /// A form POST (OAuth2 token requests).
+    Post,
 }
 
 impl Method {
@@ -41,8 +43,20 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
+            Method::Post => "POST",
         }
     }
+}
+
+/// TLS settings of a registry: extra CA, verification, client cert.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub ca: Option<std::path::PathBuf>,
+    /// `tls_verify=0`: no peer or host verification (asked for only).
+    pub insecure_skip_verify: bool,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// Connect timeout and low-speed abort; there is no whole-transfer cap.
@@ -98,6 +112,11 @@ pub struct Request {
     /// What the request is for, for messages ("fetch manifest").
     pub step: &'static str,
     pub timeouts: Timeouts,
+    pub tls: Option<Arc<TlsOptions>>,
+    /// A form body (with `Method::Post`).
+    pub body: Option<Vec<u8>>,
+    /// The Authorization header line, kept apart so that it is wiped.
+    pub auth: Option<crate::credentials::Secret>,
 }
 
 impl Request {
@@ -114,6 +133,9 @@ impl Request {
             verify: None,
             step,
             timeouts: Timeouts::default(),
+            tls: None,
+            body: None,
+            auth: None,
         }
     }
 
@@ -540,10 +562,36 @@ fn configure(sink: Sink, req: &Request) -> std::result::Result<Easy2<Sink>, curl
     match req.method {
         Method::Get => easy.get(true)?,
         Method::Head => easy.nobody(true)?,
+        Method::Post => {
+            easy.post(true)?;
+            easy.post_fields_copy(req.body.as_deref().unwrap_or(&[]))?;
+        }
+    }
+    if let Some(tls) = &req.tls {
+        if let Some(ca) = &tls.ca {
+            easy.cainfo(ca)?;
+            // Keep the system's CAs too.
+            if std::path::Path::new("/etc/ssl/certs").is_dir() {
+                easy.capath("/etc/ssl/certs")?;
+            }
+        }
+        if tls.insecure_skip_verify {
+            easy.ssl_verify_peer(false)?;
+            easy.ssl_verify_host(false)?;
+        }
+        if let Some(cert) = &tls.cert {
+            easy.ssl_cert(cert)?;
+        }
+        if let Some(key) = &tls.key {
+            easy.ssl_key(key)?;
+        }
     }
     let mut list = List::new();
     for h in &req.headers {
         list.append(h)?;
+    }
+    if let Some(a) = &req.auth {
+        list.append(a.expose())?;
     }
     easy.http_headers(list)?;
     if let Some((start, end)) = req.range {

@@ -489,7 +489,10 @@ pub struct oci_registry_stats {
 /// # Safety
 /// `vf` is NULL or a vfile; `st` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn oci_registry_stats(vf: *const erofs_vfile, st: *mut oci_registry_stats) -> c_int {
+pub unsafe extern "C" fn oci_registry_stats(
+    vf: *const erofs_vfile,
+    st: *mut oci_registry_stats,
+) -> c_int {
     guard(-libc::EIO, || {
         let h = match handle(vf) {
             Ok(h) => h,
