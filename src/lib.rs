@@ -17,6 +17,7 @@ pub mod options;
 pub mod platform;
 pub mod reference;
 pub mod registry;
+pub mod stream;
 pub mod transport;
 
 use std::sync::Arc;
