@@ -9,6 +9,7 @@ pub mod auth;
 pub mod blob;
 pub mod cache;
 pub mod credentials;
+pub mod decompress;
 pub mod digest;
 pub mod error;
 pub mod ffi;
