@@ -33,7 +33,7 @@ LDLIBS_TEST := -loci_registry -lcrypto -lpthread
 
 all: lib
 
-lib:
+lib: deps
 	$(CARGO) build $(CARGO_FLAGS)
 
 lib-1.9:

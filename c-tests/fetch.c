@@ -3,6 +3,8 @@
  * fetch: one open-and-read through the library, for the fault tests.
  *
  *   fetch REF OPTIONS seq [CHUNK]       read() to the end, print the sha256
+ *   fetch REF OPTIONS cat               read() to the end, bytes to stdout
+ *                                       (errors on stderr)
  *   fetch REF OPTIONS random FILE [N]   N random preads (default 64),
  *                                       each compared with FILE
  *                                       ($FETCH_DELAY_MS apart)
@@ -56,6 +58,22 @@ out:
 	EVP_MD_CTX_free(ctx);
 	free(buf);
 	return ret;
+}
+
+static int cat(struct erofs_vfile *vf)
+{
+	static char buf[1 << 16];
+	ssize_t n;
+
+	while ((n = vf->ops->read(vf, buf, sizeof(buf))) > 0)
+		if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n)
+			return 1;
+	if (n < 0) {
+		fprintf(stderr, "error %d %s\n", (int)-n,
+			oci_registry_last_error());
+		return 1;
+	}
+	return fflush(stdout) ? 1 : 0;
 }
 
 static ssize_t do_pread(struct erofs_vfile *vf, void *buf, size_t len,
@@ -129,9 +147,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	ret = oci_registry_open(&vf, argv[1], argv[2][0] ? argv[2] : NULL);
-	if (ret)
+	if (ret) {
+		if (!strcmp(argv[3], "cat")) {
+			fprintf(stderr, "error %d %s\n", -ret,
+				oci_registry_last_error());
+			return 1;
+		}
 		return fail(ret);
-	if (!strcmp(argv[3], "random") && argc > 4)
+	}
+	if (!strcmp(argv[3], "cat"))
+		ret = cat(&vf);
+	else if (!strcmp(argv[3], "random") && argc > 4)
 		ret = random_reads(&vf, argv[4], argc > 5 ? atoi(argv[5]) : 64);
 	else
 		ret = seq(&vf, argc > 4 ? (size_t)atol(argv[4]) : 65536);

@@ -10,6 +10,8 @@ packages=(
     libssl-dev
     pkg-config
     zstd
+    libzstd-dev
+    apache2-utils
     valgrind
     python3
     curl

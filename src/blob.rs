@@ -31,7 +31,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::options::{Options, Verify};
 use crate::registry::{backoff, BlobDesc, Registry};
-use crate::transport::{BodyTarget, Request, Transfer};
+use crate::transport::{BodyTarget, Job, Poster, Request, Transfer};
 
 /// How a blob is read.
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +123,8 @@ struct State {
     no_ranges: bool,
     /// Set once the digest check failed: every read fails after that.
     poisoned: Option<Error>,
+    /// Spare block buffers (no page faults for fresh memory).
+    pool: Vec<Vec<u8>>,
     stats: Stats,
 }
 
@@ -191,10 +193,122 @@ struct BlockSink {
     inner: Arc<Inner>,
     id: u64,
     gen: u64,
+    /// Hashing and publishing run on the post thread, in order, so that
+    /// the I/O thread goes on receiving.
+    poster: Option<Poster>,
 }
 
 fn cancelled() -> Error {
     Error::new(libc::ECANCELED, "fetch superseded")
+}
+
+/// Most spare block buffers a blob keeps for reuse.
+const POOL_MAX: usize = 16;
+
+impl Inner {
+    /// Publishes blocks a fetch completed: hashed first (a reader that
+    /// sees the last block then also sees the verdict), then into the
+    /// cache, except the blob's last block of a fetch to the end, held
+    /// back until the transfer has ended cleanly.
+    fn publish(&self, id: u64, gen: u64, blocks: Vec<(u64, Block)>, reached_end: bool) {
+        for (idx, b) in &blocks {
+            self.offer_hash(*idx, b);
+        }
+        let bs = self.block;
+        let last = self.nblocks() - 1;
+        let mut st = self.lock();
+        let to_eof = st.fetches.get(&id).is_some_and(|f| f.end_off == self.size);
+        let mut visible = None;
+        let mut tail = None;
+        for (idx, b) in blocks {
+            if idx == last && to_eof {
+                tail = Some(b);
+                continue;
+            }
+            visible = Some(idx * bs + b.len() as u64);
+            let gone = st.cache.insert(idx, b);
+            st.recycle(gone);
+        }
+        if let Some(f) = st.fetches.get_mut(&id) {
+            if let Some(v) = visible {
+                f.visible_off = f.visible_off.max(v);
+            }
+            if tail.is_some() {
+                f.tail = tail;
+            }
+            if reached_end && !to_eof && f.gen == gen {
+                // A one-off range: complete without waiting for the end.
+                f.phase = Phase::Done;
+            }
+        }
+        drop(st);
+        self.cond.notify_all();
+    }
+
+    /// The outcome of a fetch attempt.
+    fn conclude(&self, id: u64, gen: u64, outcome: Result<()>) {
+        let mut st = self.lock();
+        let State { fetches, cache, .. } = &mut *st;
+        if let Some(f) = fetches.get_mut(&id) {
+            if f.gen == gen && !matches!(f.phase, Phase::Done) {
+                let all_in = f.next_off == f.end_off;
+                let accept = match &outcome {
+                    Ok(()) => all_in,
+                    // Every byte is here; the digest will judge them.
+                    Err(e) => all_in && f.tail.is_some() && e.is_retryable(),
+                };
+                if accept {
+                    if let Some(t) = f.tail.take() {
+                        cache.insert(self.nblocks() - 1, t);
+                    }
+                    f.visible_off = f.end_off;
+                    f.phase = Phase::Done;
+                } else {
+                    if all_in && f.tail.take().is_some() {
+                        // Fetch the held-back last block again on a retry.
+                        f.next_off = (self.nblocks() - 1) * self.block;
+                        f.partial.clear();
+                    }
+                    f.phase = Phase::Failed(match outcome {
+                        Err(e) => e,
+                        Ok(()) => Error::new(
+                            libc::ECONNRESET,
+                            format!(
+                                "read blob {}: the body ended at byte {} of {}",
+                                self.digest, f.next_off, f.end_off
+                            ),
+                        ),
+                    });
+                }
+            }
+        }
+        drop(st);
+        self.cond.notify_all();
+    }
+}
+
+impl State {
+    /// Keeps buffers of blocks nobody holds any more, for reuse.
+    fn recycle(&mut self, blocks: Vec<Block>) {
+        for b in blocks {
+            if self.pool.len() >= POOL_MAX {
+                break;
+            }
+            if let Ok(mut v) = Arc::try_unwrap(b) {
+                v.clear();
+                self.pool.push(v);
+            }
+        }
+    }
+}
+
+impl BlockSink {
+    fn run(&self, job: Job) {
+        match &self.poster {
+            Some(p) => p.post(job),
+            None => job(),
+        }
+    }
 }
 
 impl BodyTarget for BlockSink {
@@ -204,7 +318,12 @@ impl BodyTarget for BlockSink {
         let mut st = inner.lock();
         let hint = st.hint;
         let no_ranges = st.no_ranges;
-        let State { fetches, stats, .. } = &mut *st;
+        let State {
+            fetches,
+            stats,
+            pool,
+            ..
+        } = &mut *st;
         let f = match fetches.get_mut(&self.id) {
             Some(f) if f.gen == self.gen => f,
             _ => return Err(cancelled()),
@@ -214,7 +333,6 @@ impl BodyTarget for BlockSink {
         }
         let mut d = data;
         let remaining = f.end_off - f.next_off;
-        let mut complete = false;
         if d.len() as u64 > remaining {
             if f.end_off == inner.size {
                 return Err(Error::new(
@@ -227,61 +345,36 @@ impl BodyTarget for BlockSink {
             }
             // A server that ignored our Range: keep what was asked for.
             d = &d[..remaining as usize];
-            complete = true;
         }
         let mut done_blocks = Vec::new();
         while !d.is_empty() {
             let idx = f.next_off / bs;
             let blk_end = ((idx + 1) * bs).min(inner.size);
             let take = ((blk_end - f.next_off) as usize).min(d.len());
+            if f.partial.capacity() == 0 {
+                f.partial = pool
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(bs as usize));
+            }
             f.partial.extend_from_slice(&d[..take]);
             f.next_off += take as u64;
             d = &d[take..];
             if f.next_off == blk_end {
-                let full = std::mem::replace(&mut f.partial, Vec::with_capacity(bs as usize));
+                let full = std::mem::take(&mut f.partial);
                 done_blocks.push((idx, Arc::new(full) as Block));
             }
         }
-        stats.bytes_fetched += data.len().min(remaining as usize) as u64;
+        let used = data.len().min(remaining as usize);
+        stats.bytes_fetched += used as u64;
         let reached_end = f.next_off == f.end_off;
         drop(st);
-        // Hash before the blocks become visible: a reader that sees the
-        // last block then also sees the verdict.
-        for (idx, b) in &done_blocks {
-            inner.offer_hash(*idx, b);
+        if !done_blocks.is_empty() || reached_end {
+            let (inner, id, gen) = (self.inner.clone(), self.id, self.gen);
+            self.run(Box::new(move || {
+                inner.publish(id, gen, done_blocks, reached_end)
+            }));
         }
-        let mut st = inner.lock();
-        let last = inner.nblocks() - 1;
-        let to_eof = st
-            .fetches
-            .get(&self.id)
-            .is_some_and(|f| f.end_off == inner.size);
-        let mut visible = None;
-        let mut tail = None;
-        for (idx, b) in done_blocks {
-            if idx == last && to_eof {
-                tail = Some(b);
-                continue;
-            }
-            visible = Some(idx * bs + b.len() as u64);
-            st.cache.insert(idx, b);
-        }
-        if let Some(f) = st.fetches.get_mut(&self.id) {
-            if let Some(v) = visible {
-                f.visible_off = f.visible_off.max(v);
-            }
-            if tail.is_some() {
-                f.tail = tail;
-            }
-            if reached_end && !to_eof && f.gen == self.gen {
-                // A one-off range: complete without waiting for the end.
-                f.phase = Phase::Done;
-                complete = true;
-            }
-        }
-        drop(st);
-        inner.cond.notify_all();
-        if complete && data.len() as u64 > remaining {
+        if data.len() > used {
             // Stop the transfer: we have all we asked for.
             return Err(cancelled());
         }
@@ -289,44 +382,8 @@ impl BodyTarget for BlockSink {
     }
 
     fn finished(&mut self, outcome: &Result<()>) {
-        let inner = &self.inner;
-        let mut st = inner.lock();
-        let State { fetches, cache, .. } = &mut *st;
-        if let Some(f) = fetches.get_mut(&self.id) {
-            if f.gen == self.gen && !matches!(f.phase, Phase::Done) {
-                let all_in = f.next_off == f.end_off;
-                let accept = match outcome {
-                    Ok(()) => all_in,
-                    // Every byte is here; the digest will judge them.
-                    Err(e) => all_in && f.tail.is_some() && e.is_retryable(),
-                };
-                if accept {
-                    if let Some(t) = f.tail.take() {
-                        cache.insert(inner.nblocks() - 1, t);
-                    }
-                    f.visible_off = f.end_off;
-                    f.phase = Phase::Done;
-                } else {
-                    if all_in && f.tail.take().is_some() {
-                        // Fetch the held-back last block again on a retry.
-                        f.next_off = (inner.nblocks() - 1) * inner.block;
-                        f.partial.clear();
-                    }
-                    f.phase = Phase::Failed(match outcome {
-                        Err(e) => e.clone(),
-                        Ok(()) => Error::new(
-                            libc::ECONNRESET,
-                            format!(
-                                "read blob {}: the body ended at byte {} of {}",
-                                inner.digest, f.next_off, f.end_off
-                            ),
-                        ),
-                    });
-                }
-            }
-        }
-        drop(st);
-        inner.cond.notify_all();
+        let (inner, id, gen, outcome) = (self.inner.clone(), self.id, self.gen, outcome.clone());
+        self.run(Box::new(move || inner.conclude(id, gen, outcome)));
     }
 }
 
@@ -352,6 +409,7 @@ impl Blob {
                 hint: 0,
                 no_ranges: false,
                 poisoned: None,
+                pool: Vec::new(),
                 stats: Stats::default(),
             }),
             cond: Condvar::new(),
@@ -455,7 +513,7 @@ impl Blob {
                 next_off: start_block * bs,
                 end_off: (end_block * bs).min(self.inner.size),
                 visible_off: start_block * bs,
-                partial: Vec::with_capacity(bs as usize),
+                partial: Vec::new(),
                 tail: None,
                 readahead,
                 transfer: None,
@@ -485,6 +543,7 @@ impl Blob {
         if from > 0 || !open_end {
             req.range = Some((from, if open_end { None } else { Some(to - 1) }));
         }
+        let poster = self.registry.transport().poster();
         let mut make = || -> Option<Box<dyn BodyTarget>> {
             let mut st = inner.lock();
             let State { fetches, stats, .. } = &mut *st;
@@ -497,6 +556,7 @@ impl Blob {
                 inner: inner.clone(),
                 id,
                 gen: f.gen,
+                poster: poster.clone(),
             }))
         };
         let res = self.registry.start_to(&req, &mut make);
@@ -573,12 +633,19 @@ impl Blob {
                 let blk_off = k * bs;
                 let from = (off.max(blk_off) - blk_off) as usize;
                 let to = ((off + len as u64).min(blk_off + b.len() as u64) - blk_off) as usize;
+                // Copy without the lock: the I/O side goes on meanwhile.
+                drop(st);
                 buf[copied..copied + (to - from)].copy_from_slice(&b[from..to]);
                 copied += to - from;
-                if seq && to == b.len() {
+                let finished_block = to == b.len();
+                drop(b);
+                st = inner.lock();
+                if seq && finished_block {
                     // Drop-behind: a streaming reader is done with it, so
                     // streaming costs the readahead window, not the cache.
-                    st.cache.remove(k);
+                    if let Some(old) = st.cache.remove(k) {
+                        st.recycle(vec![old]);
+                    }
                 }
                 if missed == k {
                     st.cache.hits -= 1;

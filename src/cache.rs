@@ -52,8 +52,9 @@ impl BlockCache {
     }
 
     /// Adds a block, then evicts the least recently used others while
-    /// over budget.
-    pub fn insert(&mut self, idx: u64, data: Block) {
+    /// over budget; returns what left.
+    pub fn insert(&mut self, idx: u64, data: Block) -> Vec<Block> {
+        let mut gone = Vec::new();
         self.tick += 1;
         let len = data.len();
         if let Some(old) = self.blocks.insert(
@@ -64,6 +65,7 @@ impl BlockCache {
             },
         ) {
             self.bytes -= old.data.len();
+            gone.push(old.data);
         }
         self.bytes += len;
         while self.bytes > self.cap && self.blocks.len() > 1 {
@@ -77,18 +79,20 @@ impl BlockCache {
                 Some(k) => {
                     if let Some(e) = self.blocks.remove(&k) {
                         self.bytes -= e.data.len();
+                        gone.push(e.data);
                     }
                 }
                 None => break,
             }
         }
+        gone
     }
 
     /// Drops a block (a sequential reader is done with it).
-    pub fn remove(&mut self, idx: u64) {
-        if let Some(e) = self.blocks.remove(&idx) {
-            self.bytes -= e.data.len();
-        }
+    pub fn remove(&mut self, idx: u64) -> Option<Block> {
+        let e = self.blocks.remove(&idx)?;
+        self.bytes -= e.data.len();
+        Some(e.data)
     }
 
     pub fn bytes(&self) -> usize {

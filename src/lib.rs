@@ -9,14 +9,18 @@ pub mod auth;
 pub mod blob;
 pub mod cache;
 pub mod credentials;
+pub mod decompress;
 pub mod digest;
 pub mod error;
 pub mod ffi;
+pub mod flatten;
+pub mod image;
 pub mod manifest;
 pub mod options;
 pub mod platform;
 pub mod reference;
 pub mod registry;
+pub mod stream;
 pub mod transport;
 
 use std::sync::Arc;
@@ -24,6 +28,7 @@ use std::sync::Arc;
 use crate::blob::{Blob, ReadConfig};
 use crate::credentials::Credentials;
 use crate::error::Result;
+use crate::image::Source;
 use crate::options::{Options, Target};
 use crate::platform::Platform;
 use crate::reference::{LegacyUrl, Reference};
@@ -58,7 +63,7 @@ fn policy(o: &Options) -> Policy {
 }
 
 /// Opens the blob that `reference` plus `options` name.
-pub fn open_reference(reference: &str, options: Option<&str>) -> Result<Blob> {
+pub fn open_reference(reference: &str, options: Option<&str>) -> Result<Source> {
     let opts = Options::parse(options)?;
     let r = Reference::parse(reference)?;
     let pol = policy(&opts);
@@ -68,22 +73,44 @@ pub fn open_reference(reference: &str, options: Option<&str>) -> Result<Blob> {
     for m in &opts.mirrors {
         let mut mr = r.clone();
         mr.registry = m.clone();
-        let tried = Registry::connect(&mr, &pol).and_then(|reg| {
-            let desc = reg.resolve(&mr, &opts.target, &opts.platform)?;
-            Ok((reg, desc))
-        });
-        match tried {
-            Ok((reg, desc)) => {
-                return Blob::new(Arc::new(reg), desc, ReadConfig::from_options(&opts))
-            }
+        match Registry::connect(&mr, &pol).and_then(|reg| open_on(Arc::new(reg), &mr, &opts)) {
+            Ok(src) => return Ok(src),
             Err(e) => errors.push(format!("mirror {m}: {}", e.message())),
         }
     }
     let registry = Registry::connect(&r, &pol).map_err(|e| with_mirrors(e, &errors))?;
-    let desc = registry
-        .resolve(&r, &opts.target, &opts.platform)
-        .map_err(|e| with_mirrors(e, &errors))?;
-    Blob::new(Arc::new(registry), desc, ReadConfig::from_options(&opts))
+    open_on(Arc::new(registry), &r, &opts).map_err(|e| with_mirrors(e, &errors))
+}
+
+/// What the options ask for, from one registry.
+fn open_on(registry: Arc<Registry>, r: &Reference, opts: &Options) -> Result<Source> {
+    let cfg = ReadConfig::from_options(opts);
+    if opts.flatten {
+        let layers = registry.layers(r, &opts.platform)?;
+        let top = layers
+            .last()
+            .cloned()
+            .ok_or_else(|| crate::error::Error::protocol("flatten: the image has no layers"))?;
+        let image = registry::BlobDesc {
+            media_type: "application/x-tar".to_string(),
+            size: 0,
+            ..top
+        };
+        return image::flattened(registry, layers, cfg, image);
+    }
+    let desc = registry.resolve(r, &opts.target, &opts.platform)?;
+    if opts.decompress {
+        return image::decompressed(registry, desc, cfg);
+    }
+    Ok(Source::Blob(Arc::new(Blob::new(registry, desc, cfg)?)))
+}
+
+/// The layers of an image (for `platform` when it is an index).
+pub fn list_layers(reference: &str, options: Option<&str>) -> Result<Vec<registry::BlobDesc>> {
+    let opts = Options::parse(options)?;
+    let r = Reference::parse(reference)?;
+    let registry = Registry::connect(&r, &policy(&opts))?;
+    registry.layers(&r, &opts.platform)
 }
 
 fn with_mirrors(e: crate::error::Error, mirror_errors: &[String]) -> crate::error::Error {
@@ -96,7 +123,7 @@ fn with_mirrors(e: crate::error::Error, mirror_errors: &[String]) -> crate::erro
 }
 
 /// Opens the blob an original-grammar URL names.
-pub fn open_legacy_url(url: &str) -> Result<Blob> {
+pub fn open_legacy_url(url: &str) -> Result<Source> {
     let u = LegacyUrl::parse(url)?;
     let opts = Options::default();
     let registry = Arc::new(Registry::connect(&u.reference, &policy(&opts))?);
@@ -105,5 +132,9 @@ pub fn open_legacy_url(url: &str) -> Result<Blob> {
         None => (Target::Layer(u.layer), Platform::new(&u.os, &u.arch, "")),
     };
     let desc = registry.resolve(&u.reference, &target, &platform)?;
-    Blob::new(registry, desc, ReadConfig::from_options(&opts))
+    Ok(Source::Blob(Arc::new(Blob::new(
+        registry,
+        desc,
+        ReadConfig::from_options(&opts),
+    )?)))
 }

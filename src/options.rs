@@ -65,6 +65,11 @@ pub struct Options {
     pub key: Option<PathBuf>,
     /// Pull-through mirrors tried before the registry itself.
     pub mirrors: Vec<String>,
+    /// `decompress=auto`: present the uncompressed tar of a gzip or zstd
+    /// layer (by media type, else by magic).
+    pub decompress: bool,
+    /// Present the whole image as one merged tar of its root filesystem.
+    pub flatten: bool,
 }
 
 pub const DEFAULT_BLOCK: usize = 1 << 20;
@@ -92,6 +97,8 @@ impl Default for Options {
             cert: None,
             key: None,
             mirrors: Vec::new(),
+            decompress: false,
+            flatten: false,
         }
     }
 }
@@ -194,6 +201,18 @@ impl Options {
                 "cert" => o.cert = Some(existing_file(key, &need(value)?)?),
                 "key" => o.key = Some(existing_file(key, &need(value)?)?),
                 "tls_verify" => o.tls_verify = parse_bool(key, value)?,
+                "decompress" => {
+                    o.decompress = match need(value)?.as_str() {
+                        "auto" => true,
+                        "none" => false,
+                        v => {
+                            return Err(Error::invalid(format!(
+                                "option 'decompress={v}': expected auto or none"
+                            )))
+                        }
+                    }
+                }
+                "flatten" => o.flatten = parse_bool(key, value)?,
                 "mirror" => {
                     let m = need(value)?;
                     crate::reference::Reference::parse(&format!("{m}/x"))
@@ -220,6 +239,11 @@ impl Options {
         }
         if o.cert.is_some() != o.key.is_some() {
             return Err(Error::invalid("options 'cert' and 'key' go together"));
+        }
+        if o.flatten && (have_layer || have_blob) {
+            return Err(Error::invalid(
+                "option 'flatten' takes the whole image: it excludes 'layer' and 'blob'",
+            ));
         }
         if have_layer && have_blob {
             return Err(Error::invalid(
@@ -337,6 +361,8 @@ mod tests {
             ("cert=/etc/hostname", "go together"),
             ("mirror=http://x", "mirror"),
             ("auth=***", "base64"),
+            ("decompress=gzip", "decompress=gzip"),
+            ("flatten,layer=1", "excludes"),
         ] {
             let e = Options::parse(Some(bad)).unwrap_err();
             assert_eq!(e.errno(), libc::EINVAL);

@@ -301,20 +301,9 @@ impl Registry {
         self.url("blobs", digest.as_str())
     }
 
-    /// The blob a reference and its options name.
-    pub fn resolve(&self, r: &Reference, target: &Target, platform: &Platform) -> Result<BlobDesc> {
-        if let Target::Blob(d) = target {
-            let digest = Digest::parse(d)?;
-            let size = self.blob_size(&digest)?;
-            return Ok(BlobDesc {
-                digest,
-                size,
-                media_type: String::new(),
-            });
-        }
-        let Target::Layer(n) = *target else {
-            unreachable!()
-        };
+    /// The layers of the image `r` names, for `platform` when it is an
+    /// index, in manifest order (bottom first).
+    pub fn layers(&self, r: &Reference, platform: &Platform) -> Result<Vec<BlobDesc>> {
         let layers = match self.manifest(r.manifest_ref())? {
             Document::Image(layers) => layers,
             Document::Index(entries) => {
@@ -332,26 +321,52 @@ impl Registry {
                 }
             }
         };
-        let layer = layers.get(n).ok_or_else(|| {
-            Error::new(
+        layers
+            .iter()
+            .map(|l| {
+                let digest = Digest::parse(&l.digest)
+                    .map_err(|e| Error::protocol(format!("layer descriptor: {}", e.message())))?;
+                Ok(BlobDesc {
+                    digest,
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The blob a reference and its options name.
+    pub fn resolve(&self, r: &Reference, target: &Target, platform: &Platform) -> Result<BlobDesc> {
+        if let Target::Blob(d) = target {
+            let digest = Digest::parse(d)?;
+            let size = self.blob_size(&digest)?;
+            return Ok(BlobDesc {
+                digest,
+                size,
+                media_type: String::new(),
+            });
+        }
+        let Target::Layer(n) = *target else {
+            unreachable!()
+        };
+        let mut layers = self.layers(r, platform)?;
+        if n >= layers.len() {
+            return Err(Error::new(
                 libc::ERANGE,
                 format!(
                     "layer {n} is out of range: {}/{}:{} has {} layer{} for {platform}",
-                    self.base,
+                    self.base
+                        .split_once("://")
+                        .map(|(_, h)| h)
+                        .unwrap_or(&self.base),
                     self.repository,
                     r.manifest_ref(),
                     layers.len(),
                     if layers.len() == 1 { "" } else { "s" }
                 ),
-            )
-        })?;
-        let digest = Digest::parse(&layer.digest)
-            .map_err(|e| Error::protocol(format!("layer descriptor: {}", e.message())))?;
-        Ok(BlobDesc {
-            digest,
-            size: layer.size,
-            media_type: layer.media_type.clone(),
-        })
+            ));
+        }
+        Ok(layers.swap_remove(n))
     }
 }
 

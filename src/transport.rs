@@ -406,6 +406,25 @@ pub struct Transport {
     waker: MultiWaker,
     thread: Mutex<Option<JoinHandle<()>>>,
     dead: Arc<AtomicBool>,
+    post_tx: Mutex<Option<Sender<Job>>>,
+    post_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Work the I/O thread hands on (hashing, publishing blocks), run in
+/// order on the post thread so that the I/O thread keeps receiving.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// Where an I/O-side callback posts its jobs.
+#[derive(Clone)]
+pub struct Poster(Sender<Job>);
+
+impl Poster {
+    pub fn post(&self, job: Job) {
+        if let Err(e) = self.0.send(job) {
+            // The post thread is gone (shutting down): run it here.
+            (e.0)();
+        }
+    }
 }
 
 static CURRENT: Lazy<Mutex<Weak<Transport>>> = Lazy::new(|| Mutex::new(Weak::new()));
@@ -437,11 +456,22 @@ impl Transport {
         let waker = wrx
             .recv()
             .map_err(|_| Error::new(libc::EIO, "the I/O thread failed to start"))?;
+        let (post_tx, post_rx) = channel::<Job>();
+        let post_thread = std::thread::Builder::new()
+            .name("oci-registry-post".into())
+            .spawn(move || {
+                while let Ok(job) = post_rx.recv() {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|e| Error::new(libc::EAGAIN, format!("cannot start the post thread: {e}")))?;
         Ok(Transport {
             tx: Mutex::new(tx),
             waker,
             thread: Mutex::new(Some(thread)),
             dead,
+            post_tx: Mutex::new(Some(post_tx)),
+            post_thread: Mutex::new(Some(post_thread)),
         })
     }
 
@@ -545,10 +575,35 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// A handle to post jobs to the post thread.
+    pub fn poster(&self) -> Option<Poster> {
+        self.post_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|t| Poster(t.clone()))
+    }
+}
+
 impl Drop for Transport {
     fn drop(&mut self) {
         self.send(Cmd::Shutdown);
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        // The I/O thread's handlers (and their posters) are gone: the post
+        // thread drains its queue and ends.
+        self.post_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = self
+            .post_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = t.join();
         }
     }

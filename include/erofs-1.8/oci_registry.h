@@ -79,6 +79,18 @@ struct oci_registry_stats {
   uint64_t bytes_served;
 };
 
+/**
+ * struct oci_registry_layer - one layer of an image
+ * @digest: `sha256:...`
+ * @size: its size in bytes, as the manifest says
+ * @media_type: its media type (gzip, zstd or plain tar, OCI or Docker)
+ */
+struct oci_registry_layer {
+  char *digest;
+  uint64_t size;
+  char *media_type;
+};
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -266,6 +278,39 @@ const char *oci_registry_blob_media_type(const struct erofs_vfile *vf);
  * `vf` is NULL or a vfile; `st` is NULL or writable.
  */
 int oci_registry_stats(const struct erofs_vfile *vf, struct oci_registry_stats *st);
+
+/**
+ * oci_registry_list_layers() - the layers of an image, bottom first
+ * @ref: an image reference, as for oci_registry_open()
+ * @options: NULL or options (`platform=`, credentials, TLS, ...)
+ * @layers: set to an array the library allocates, on success
+ * @count: set to its length, on success
+ *
+ * Each layer then opens with oci_registry_open(vf, ref, "layer=N,...");
+ * opens of one image share the connection pool and the tokens.
+ *
+ * Return: 0, or a negative errno with the reason in
+ * oci_registry_last_error(). Free the array with
+ * oci_registry_free_layers().
+ *
+ * # Safety
+ * `ref` and `options` are NULL or NUL-terminated; `layers` and `count`
+ * are NULL or writable.
+ */
+int oci_registry_list_layers(const char *ref,
+                             const char *options,
+                             struct oci_registry_layer **layers,
+                             size_t *count);
+
+/**
+ * oci_registry_free_layers() - free what oci_registry_list_layers() gave
+ * @layers: the array, or NULL (a no-op)
+ * @count: its length
+ *
+ * # Safety
+ * `layers` and `count` are exactly what oci_registry_list_layers() set.
+ */
+void oci_registry_free_layers(struct oci_registry_layer *layers, size_t count);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -9,8 +9,8 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr;
 use std::sync::Mutex;
 
-use crate::blob::Blob;
 use crate::error::Error;
+use crate::image::Source;
 use abi::{erofs_vfile, erofs_vfile_u, erofs_vfops, Vf};
 use guard::{fail, guard, set_last_error};
 
@@ -19,7 +19,7 @@ const MAGIC: u64 = 0x6f63_695f_7265_6721; // "oci_reg!"
 /// What a vfile's payload points to.
 struct Handle {
     magic: u64,
-    blob: Blob,
+    blob: Source,
     /// The offset read() and lseek() share, as a file descriptor's.
     offset: Mutex<u64>,
     digest: CString,
@@ -42,7 +42,7 @@ fn ops_ptr(owned: bool) -> *mut erofs_vfops {
     t as *const erofs_vfops as *mut erofs_vfops
 }
 
-fn new_handle(blob: Blob) -> *mut Handle {
+fn new_handle(blob: Source) -> *mut Handle {
     let digest = CString::new(blob.desc().digest.as_str()).unwrap_or_default();
     let media_type = CString::new(blob.desc().media_type.as_str()).unwrap_or_default();
     Box::into_raw(Box::new(Handle {
@@ -374,13 +374,21 @@ pub unsafe extern "C" fn oci_registry_lseek(
             Err(e) => return fail(&e) as libc::off_t,
         };
         let mut off = h.offset.lock().unwrap_or_else(|e| e.into_inner());
-        let size = h.blob.size() as i128;
+        // The size only when needed: for a derived stream it costs a pass.
+        let size = || h.blob.size().map(|s| s as i128);
         let delta = offset as i64 as i128;
         let new = match whence {
             libc::SEEK_SET => offset as i128,
             libc::SEEK_CUR => *off as i128 + delta,
-            libc::SEEK_END => size + delta,
+            libc::SEEK_END => match size() {
+                Ok(s) => s + delta,
+                Err(e) => return fail(&e) as libc::off_t,
+            },
             libc::SEEK_DATA | libc::SEEK_HOLE => {
+                let size = match size() {
+                    Ok(s) => s,
+                    Err(e) => return fail(&e) as libc::off_t,
+                };
                 let at = offset as i128;
                 if at < 0 || at >= size || offset > i64::MAX as u64 {
                     return fail(&Error::new(
@@ -419,7 +427,10 @@ pub unsafe extern "C" fn oci_registry_lseek(
 #[no_mangle]
 pub unsafe extern "C" fn oci_registry_blob_size(vf: *const erofs_vfile) -> i64 {
     guard(-libc::EIO as i64, || match handle(vf) {
-        Ok(h) => h.blob.size() as i64,
+        Ok(h) => match h.blob.size() {
+            Ok(s) => s as i64,
+            Err(e) => fail(&e) as i64,
+        },
         Err(e) => fail(&e) as i64,
     })
 }
@@ -517,6 +528,99 @@ pub unsafe extern "C" fn oci_registry_stats(
     })
 }
 
+/// struct oci_registry_layer - one layer of an image
+/// @digest: `sha256:...`
+/// @size: its size in bytes, as the manifest says
+/// @media_type: its media type (gzip, zstd or plain tar, OCI or Docker)
+#[repr(C)]
+pub struct oci_registry_layer {
+    pub digest: *mut c_char,
+    pub size: u64,
+    pub media_type: *mut c_char,
+}
+
+/// oci_registry_list_layers() - the layers of an image, bottom first
+/// @ref: an image reference, as for oci_registry_open()
+/// @options: NULL or options (`platform=`, credentials, TLS, ...)
+/// @layers: set to an array the library allocates, on success
+/// @count: set to its length, on success
+///
+/// Each layer then opens with oci_registry_open(vf, ref, "layer=N,...");
+/// opens of one image share the connection pool and the tokens.
+///
+/// Return: 0, or a negative errno with the reason in
+/// oci_registry_last_error(). Free the array with
+/// oci_registry_free_layers().
+///
+/// # Safety
+/// `ref` and `options` are NULL or NUL-terminated; `layers` and `count`
+/// are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn oci_registry_list_layers(
+    r#ref: *const c_char,
+    options: *const c_char,
+    layers: *mut *mut oci_registry_layer,
+    count: *mut usize,
+) -> c_int {
+    guard(-libc::EIO, || {
+        let r = (|| {
+            if layers.is_null() || count.is_null() {
+                return Err(Error::invalid("list_layers: NULL output"));
+            }
+            let reference =
+                c_str(r#ref, "reference")?.ok_or_else(|| Error::invalid("NULL reference"))?;
+            let options = c_str(options, "options")?;
+            crate::list_layers(reference, options)
+        })();
+        match r {
+            Ok(descs) => {
+                let v: Vec<oci_registry_layer> = descs
+                    .iter()
+                    .map(|d| oci_registry_layer {
+                        digest: CString::new(d.digest.as_str())
+                            .unwrap_or_default()
+                            .into_raw(),
+                        size: d.size,
+                        media_type: CString::new(d.media_type.as_str())
+                            .unwrap_or_default()
+                            .into_raw(),
+                    })
+                    .collect();
+                let n = v.len();
+                let arr = Box::into_raw(v.into_boxed_slice()) as *mut oci_registry_layer;
+                ptr::write(layers, arr);
+                ptr::write(count, n);
+                0
+            }
+            Err(e) => fail(&e),
+        }
+    })
+}
+
+/// oci_registry_free_layers() - free what oci_registry_list_layers() gave
+/// @layers: the array, or NULL (a no-op)
+/// @count: its length
+///
+/// # Safety
+/// `layers` and `count` are exactly what oci_registry_list_layers() set.
+#[no_mangle]
+pub unsafe extern "C" fn oci_registry_free_layers(layers: *mut oci_registry_layer, count: usize) {
+    guard((), || {
+        if layers.is_null() {
+            return;
+        }
+        let arr = Box::from_raw(ptr::slice_from_raw_parts_mut(layers, count));
+        for l in arr.iter() {
+            if !l.digest.is_null() {
+                drop(CString::from_raw(l.digest));
+            }
+            if !l.media_type.is_null() {
+                drop(CString::from_raw(l.media_type));
+            }
+        }
+    })
+}
+
 unsafe extern "C" fn op_read(vf: Vf, buf: *mut c_void, len: usize) -> isize {
     oci_registry_read(vf, buf, len)
 }
@@ -545,12 +649,16 @@ unsafe extern "C" fn op_fstat(vf: Vf, st: *mut libc::stat) -> c_int {
         if st.is_null() {
             return fail(&Error::invalid("fstat: NULL stat buffer"));
         }
+        let size = match h.blob.size() {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        };
         let mut s: libc::stat = std::mem::zeroed();
         s.st_mode = libc::S_IFREG | 0o444;
         s.st_nlink = 1;
-        s.st_size = h.blob.size() as libc::off_t;
+        s.st_size = size as libc::off_t;
         s.st_blksize = 1 << 20;
-        s.st_blocks = h.blob.size().div_ceil(512) as libc::blkcnt_t;
+        s.st_blocks = size.div_ceil(512) as libc::blkcnt_t;
         ptr::write(st, s);
         0
     })
