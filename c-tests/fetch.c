@@ -3,6 +3,9 @@
  * fetch: one open-and-read through the library, for the fault tests.
  *
  *   fetch REF OPTIONS seq [CHUNK]       read() to the end, print the sha256
+ *   fetch REF OPTIONS fork [CHUNK]      read 64 KiB, fork(), then the child
+ *                                       reads on to the end (the parent
+ *                                       waits): the vfile survives fork()
  *   fetch REF OPTIONS cat               read() to the end, bytes to stdout
  *                                       (errors on stderr)
  *   fetch REF OPTIONS random FILE [N]   N random preads (default 64),
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <openssl/evp.h>
 #include "oci_registry.h"
 
@@ -155,12 +159,37 @@ int main(int argc, char **argv)
 		}
 		return fail(ret);
 	}
+	if (!strcmp(argv[3], "fork")) {
+		char head[65536];
+		ssize_t n = vf.ops->read(&vf, head, sizeof(head));
+		int status = 0;
+		pid_t pid;
+
+		if (n != (ssize_t)sizeof(head)) {
+			ret = fail(n < 0 ? (int)n : -EIO);
+			goto close;
+		}
+		fflush(stdout);
+		pid = fork();
+		if (!pid) {
+			/* rewind: the child hashes the whole blob */
+			vf.ops->lseek(&vf, 0, SEEK_SET);
+			ret = seq(&vf, argc > 4 ? (size_t)atol(argv[4]) : 65536);
+			oci_registry_close(&vf);
+			fflush(stdout);
+			_exit(ret);
+		}
+		ret = pid < 0 || waitpid(pid, &status, 0) != pid ||
+		      !WIFEXITED(status) || WEXITSTATUS(status);
+		goto close;
+	}
 	if (!strcmp(argv[3], "cat"))
 		ret = cat(&vf);
 	else if (!strcmp(argv[3], "random") && argc > 4)
 		ret = random_reads(&vf, argv[4], argc > 5 ? atoi(argv[5]) : 64);
 	else
 		ret = seq(&vf, argc > 4 ? (size_t)atol(argv[4]) : 65536);
+close:
 	oci_registry_close(&vf);
 	return ret;
 }

@@ -510,6 +510,68 @@ mod tests {
         assert_eq!(c[2].param("token68"), Some("abc=="));
     }
 
+    /// Headers as real registries send them.
+    #[test]
+    fn real_registries() {
+        let cases: &[(&str, &str, &str, Option<&str>)] = &[
+            (
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#,
+                "bearer",
+                "https://auth.docker.io/token",
+                Some("registry.docker.io"),
+            ),
+            (
+                r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:user/image:pull""#,
+                "bearer",
+                "https://ghcr.io/token",
+                Some("ghcr.io"),
+            ),
+            (
+                r#"Bearer realm="https://quay.io/v2/auth",service="quay.io""#,
+                "bearer",
+                "https://quay.io/v2/auth",
+                Some("quay.io"),
+            ),
+            (
+                r#"Basic realm="https://123456789012.dkr.ecr.us-east-1.amazonaws.com/",service="ecr.amazonaws.com""#,
+                "basic",
+                "https://123456789012.dkr.ecr.us-east-1.amazonaws.com/",
+                Some("ecr.amazonaws.com"),
+            ),
+            (
+                r#"Bearer realm="https://harbor.example.com/service/token",service="harbor-registry""#,
+                "bearer",
+                "https://harbor.example.com/service/token",
+                Some("harbor-registry"),
+            ),
+            (
+                r#"Bearer realm="https://gitlab.com/jwt/auth",service="container_registry",scope="repository:group/project:pull",error="insufficient_scope""#,
+                "bearer",
+                "https://gitlab.com/jwt/auth",
+                Some("container_registry"),
+            ),
+            (
+                r#"Bearer realm="https://us-docker.pkg.dev/v2/token",service="us-docker.pkg.dev""#,
+                "bearer",
+                "https://us-docker.pkg.dev/v2/token",
+                Some("us-docker.pkg.dev"),
+            ),
+        ];
+        for (header, scheme, realm, service) in cases {
+            let c = parse_challenges(header);
+            assert_eq!(c.len(), 1, "{header}");
+            assert_eq!(c[0].scheme, *scheme, "{header}");
+            assert_eq!(c[0].param("realm"), Some(*realm), "{header}");
+            assert_eq!(c[0].param("service"), *service, "{header}");
+        }
+        let gitlab = parse_challenges(cases[5].0);
+        assert_eq!(gitlab[0].param("error"), Some("insufficient_scope"));
+        assert_eq!(
+            gitlab[0].param("scope"),
+            Some("repository:group/project:pull")
+        );
+    }
+
     #[test]
     fn tokens() {
         let t = parse_token(br#"{"token":"abc","expires_in":300}"#).unwrap();

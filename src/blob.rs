@@ -143,6 +143,14 @@ impl Inner {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits for news of a fetch; wakes up now and then to notice a fork.
+    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.cond
+            .wait_timeout(st, std::time::Duration::from_millis(250))
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
     fn nblocks(&self) -> u64 {
         self.size.div_ceil(self.block)
     }
@@ -543,7 +551,7 @@ impl Blob {
         if from > 0 || !open_end {
             req.range = Some((from, if open_end { None } else { Some(to - 1) }));
         }
-        let poster = self.registry.transport().poster();
+        let poster = self.registry.transport().ok().and_then(|t| t.poster());
         let mut make = || -> Option<Box<dyn BodyTarget>> {
             let mut st = inner.lock();
             let State { fetches, stats, .. } = &mut *st;
@@ -669,10 +677,15 @@ impl Blob {
                 }
                 Some(id) => {
                     let f = st.fetches.get_mut(&id).expect("covering fetch exists");
+                    if f.transfer.as_ref().is_some_and(|t| t.is_stale()) {
+                        // Left behind by a fork: started again below.
+                        f.transfer = None;
+                        f.phase = Phase::Failed(crate::transport::forked());
+                    }
                     if let Phase::Failed(e) = &f.phase {
                         let e = e.clone();
                         if f.restarting {
-                            st = inner.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                            st = inner.wait(st);
                         } else if e.is_retryable() && f.attempts < self.cfg.retries {
                             let delay = backoff(f.attempts, e.retry_after());
                             f.attempts += 1;
@@ -700,7 +713,7 @@ impl Blob {
                             }
                             st.hint = st.hint.max(k);
                         }
-                        st = inner.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                        st = inner.wait(st);
                     }
                 }
             }

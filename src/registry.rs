@@ -69,7 +69,6 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
 }
 
 pub struct Registry {
-    transport: Arc<Transport>,
     policy: Policy,
     /// `https://host:port`
     base: String,
@@ -119,7 +118,6 @@ impl Registry {
                 Err(e) => return Err(tls_hint(e, policy)),
                 Ok(resp) => {
                     let reg = Registry {
-                        transport: transport.clone(),
                         policy: policy.clone(),
                         auth: Auth::new(
                             &base,
@@ -152,8 +150,9 @@ impl Registry {
         }
     }
 
-    pub fn transport(&self) -> &Arc<Transport> {
-        &self.transport
+    /// The process's transport (a new one after a fork).
+    pub fn transport(&self) -> Result<Arc<Transport>> {
+        Transport::get()
     }
 
     fn url(&self, kind: &str, reference: &str) -> String {
@@ -180,9 +179,9 @@ impl Registry {
             let mut r = req.clone();
             r.timeouts = self.policy.timeouts;
             r.tls = self.policy.tls.clone();
-            r.auth = self.auth.header(&self.transport, &self.scope)?;
-            let started = self
-                .transport
+            let transport = self.transport()?;
+            r.auth = self.auth.header(&transport, &self.scope)?;
+            let started = transport
                 .start_transfer_to(&r, target())
                 .and_then(|t| t.wait_headers().map(|(s, h)| (t, s, h)));
             let (mut t, status, headers) = match started {

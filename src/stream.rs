@@ -68,6 +68,8 @@ impl Write for ChunkWriter {
 }
 
 struct Run {
+    /// The process whose thread produces this run (see fork()).
+    pid: u32,
     rx: Receiver<Msg>,
     cancel: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -97,6 +99,7 @@ impl Run {
             })
             .map_err(|e| Error::new(libc::EAGAIN, format!("cannot start a stream thread: {e}")))?;
         Ok(Run {
+            pid: std::process::id(),
             rx,
             cancel,
             thread: Some(thread),
@@ -134,6 +137,13 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            // Made before a fork: its thread lives in the parent only.
+            if let Some(t) = self.thread.take() {
+                std::mem::forget(t);
+            }
+            return;
+        }
         self.cancel.store(true, Ordering::Relaxed);
         // Drain so that a producer blocked on a full queue sees the end.
         while self.rx.try_recv().is_ok() {}
@@ -221,6 +231,8 @@ impl StreamView {
         }
         let behind = match &st.run {
             None => true,
+            // Left behind by a fork: produce it again in this process.
+            Some(r) if r.pid != std::process::id() => true,
             Some(r) => match &r.chunk {
                 Some((start, _)) => off < *start,
                 None => off < r.next,

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -427,20 +427,96 @@ impl Poster {
     }
 }
 
-static CURRENT: Lazy<Mutex<Weak<Transport>>> = Lazy::new(|| Mutex::new(Weak::new()));
+/// Keeps fork() from happening while the I/O or post thread holds a lock
+/// a child would need: pthread_atfork's prepare handler closes the gate
+/// and waits until both are outside, between two rounds of work.
+struct ForkGate {
+    state: Mutex<(usize, bool)>,
+    cond: Condvar,
+}
+
+struct Busy;
+
+impl ForkGate {
+    fn enter(&'static self) -> Busy {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.1 {
+            st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.0 += 1;
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut st = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 -= 1;
+        drop(st);
+        FORK_GATE.cond.notify_all();
+    }
+}
+
+static FORK_GATE: ForkGate = ForkGate {
+    state: Mutex::new((0, false)),
+    cond: Condvar::new(),
+};
+
+extern "C" fn fork_prepare() {
+    let mut st = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+    st.1 = true;
+    while st.0 > 0 {
+        st = FORK_GATE.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+extern "C" fn fork_parent() {
+    let mut st = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+    st.1 = false;
+    drop(st);
+    FORK_GATE.cond.notify_all();
+}
+
+extern "C" fn fork_child() {
+    // The child has no I/O or post thread: nobody is inside.
+    let mut st = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+    *st = (0, false);
+}
+
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+/// The process's transport and the process it belongs to: after a
+/// fork() the child has no I/O thread, so it gets a transport of its own.
+static CURRENT: Lazy<Mutex<Option<(u32, Arc<Transport>)>>> = Lazy::new(|| Mutex::new(None));
 static NEXT_TOKEN: AtomicUsize = AtomicUsize::new(1);
 
 impl Transport {
-    /// The running transport, or a new one.
+    /// The running transport, or a new one. It stays for the life of the
+    /// process (connections, TLS sessions and the CA store are reused by
+    /// every open), and is made anew in a forked child.
     pub fn get() -> Result<Arc<Transport>> {
+        let pid = std::process::id();
         let mut cur = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = cur.upgrade() {
-            if !t.dead.load(Ordering::Acquire) {
-                return Ok(t);
+        if let Some((p, t)) = cur.as_ref() {
+            if *p == pid && !t.dead.load(Ordering::Acquire) {
+                return Ok(t.clone());
             }
         }
+        if let Some((p, old)) = cur.take() {
+            if p != pid {
+                // Its threads live in the parent only: never drop it here.
+                std::mem::forget(old);
+            }
+        }
+        ATFORK.call_once(|| {
+            // SAFETY: the handlers are plain functions that only touch
+            // FORK_GATE.
+            unsafe {
+                libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+            }
+        });
         let t = Arc::new(Transport::start()?);
-        *cur = Arc::downgrade(&t);
+        *cur = Some((pid, t.clone()));
         Ok(t)
     }
 
@@ -461,6 +537,7 @@ impl Transport {
             .name("oci-registry-post".into())
             .spawn(move || {
                 while let Ok(job) = post_rx.recv() {
+                    let _busy = FORK_GATE.enter();
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
             })
@@ -543,6 +620,7 @@ impl Transport {
         }
         Ok(Transfer {
             shared,
+            pid: std::process::id(),
             token,
             transport: self.clone(),
             method: req.method,
@@ -687,6 +765,7 @@ fn set_protocols(easy: &mut Easy2<Sink>) {
 /// A transfer in flight; dropping it cancels the transfer.
 pub struct Transfer {
     shared: Arc<Shared>,
+    pid: u32,
     token: usize,
     transport: Arc<Transport>,
     method: Method,
@@ -708,7 +787,7 @@ impl Transfer {
                 done.clone()?;
                 return Ok((st.status, st.headers.clone()));
             }
-            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st)?;
         }
     }
 
@@ -725,7 +804,7 @@ impl Transfer {
                 st.cap = usize::MAX;
                 self.ask_unpause(&mut st);
             }
-            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st)?;
         }
     }
 
@@ -743,6 +822,25 @@ impl Transfer {
             st.unpause_asked = true;
             self.transport.send(Cmd::Unpause(self.token));
         }
+    }
+
+    /// Made in another process (before a fork): nothing runs it here.
+    pub fn is_stale(&self) -> bool {
+        self.pid != std::process::id()
+    }
+
+    /// Waits on the transfer's state for a while; an error when the
+    /// transfer belongs to the parent of a fork.
+    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        if self.is_stale() {
+            return Err(forked());
+        }
+        let (st, _) = self
+            .shared
+            .cond
+            .wait_timeout(st, Duration::from_millis(250))
+            .unwrap_or_else(|e| e.into_inner());
+        Ok(st)
     }
 
     /// Resumes a transfer its target paused.
@@ -785,7 +883,7 @@ impl Transfer {
                 return Ok(0);
             }
             self.ask_unpause(&mut st);
-            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st)?;
         }
     }
 
@@ -809,7 +907,7 @@ impl Transfer {
                 break;
             }
             self.ask_unpause(&mut st);
-            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st)?;
         }
         Ok(want - n)
     }
@@ -817,6 +915,9 @@ impl Transfer {
 
 impl Drop for Transfer {
     fn drop(&mut self) {
+        if self.is_stale() {
+            return;
+        }
         let mut st = self.shared.lock();
         st.closed = true;
         let running = st.done.is_none();
@@ -825,6 +926,14 @@ impl Drop for Transfer {
             self.transport.send(Cmd::Cancel(self.token));
         }
     }
+}
+
+/// The error of a transfer left behind in the parent of a fork.
+pub fn forked() -> Error {
+    Error::new(
+        libc::ECONNRESET,
+        "the process forked during the transfer; it is started again",
+    )
 }
 
 /// What ends a transfer: the Sink's own failure, curl's error, or the
@@ -944,6 +1053,7 @@ fn io_loop(
     states: &mut HashMap<usize, Arc<Shared>>,
 ) {
     loop {
+        let _busy = FORK_GATE.enter();
         loop {
             match rx.try_recv() {
                 Ok(Cmd::Start(token, easy)) => {
@@ -1003,6 +1113,8 @@ fn io_loop(
             .flatten()
             .unwrap_or(Duration::from_millis(500))
             .min(Duration::from_millis(500));
+        // Wait outside the gate: a fork() may happen meanwhile.
+        drop(_busy);
         if multi.poll(&mut [], wait).is_err() {
             return;
         }
