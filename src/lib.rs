@@ -12,6 +12,7 @@ pub mod decompress;
 pub mod digest;
 pub mod error;
 pub mod ffi;
+pub mod flatten;
 pub mod manifest;
 pub mod options;
 pub mod platform;
