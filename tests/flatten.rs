@@ -241,11 +241,24 @@ fn run(layers_bottom_up: &[Vec<u8>]) -> (Vec<u8>, Stats) {
     (out, stats)
 }
 
+/// The expected tree: `pairs`, plus the parent directories that have no
+/// entry of their own (the flattener writes them at the end).
 fn expect(pairs: &[(&str, Node)]) -> BTreeMap<String, Node> {
-    pairs
+    let mut want: BTreeMap<String, Node> = pairs
         .iter()
         .map(|(p, n)| (p.to_string(), n.clone()))
-        .collect()
+        .collect();
+    add_parents(&mut want);
+    want
+}
+
+fn add_parents(want: &mut BTreeMap<String, Node>) {
+    let paths: Vec<String> = want.keys().cloned().collect();
+    for p in paths {
+        for (i, _) in p.match_indices('/') {
+            want.entry(p[..i].to_string()).or_insert(Node::Dir);
+        }
+    }
 }
 
 fn long_a() -> String {
@@ -415,6 +428,7 @@ fn scenario_expected(with_dev: bool) -> BTreeMap<String, Node> {
     if with_dev {
         want.insert("dev/null".into(), Node::Char(1, 3));
     }
+    add_parents(&mut want);
     want
 }
 
@@ -427,6 +441,7 @@ fn merged_tree() {
     assert_eq!(tree.modes["."], 0o700, "the top layer's root wins");
     assert_eq!(tree.modes["bin/sh"], 0o755);
     assert_eq!(tree.modes["cap"], 0o755);
+    assert_eq!(tree.modes["x/y"], 0o755);
     assert_eq!(tree.uids["bigid"], (3_000_000, 4_000_000));
     let cap = &tree.pax["cap"];
     for (k, v) in [
@@ -446,6 +461,8 @@ fn merged_tree() {
     assert_eq!(stats.dangling_links, 1, "{stats:?}");
     assert_eq!(stats.entries_written, tree.nodes.len() as u64);
     assert_eq!(stats.whiteouts, 6);
+    // x, x/y, dev, long and the two directories in it.
+    assert_eq!(stats.implied_dirs, 6);
     // Every hidden non-empty file waits in the spill file in case a hard
     // link of its layer follows, except those that upper links wait for
     // (cross/t3 and the middle cross/t5), which stream into the link.
