@@ -10,8 +10,10 @@
 //! - `TAKEN`: an upper layer (or an earlier entry of the same layer) had
 //!   this path, or deleted it: lower entries at the path are dropped;
 //! - `CUT`: everything below the path in lower layers is gone: set by a
-//!   non-directory at the path, by a whiteout `.wh.name` (which also sets
-//!   `TAKEN`) and by an opaque marker `.wh..wh..opq` in the directory;
+//!   non-directory at the path (even one that an upper layer shadows in
+//!   turn: a directory above it is a new one), by a whiteout `.wh.name`
+//!   (which also sets `TAKEN`) and by an opaque marker `.wh..wh..opq` in
+//!   the directory;
 //! - `DIR`: the path is a directory in the result because an upper entry
 //!   lives below it: a lower non-directory at the path is dropped, a lower
 //!   directory still gives its metadata.
@@ -32,6 +34,10 @@
 //! Upper entries come out before lower ones, so a file of an upper layer
 //! may precede the entry of its parent directory: tar implementations
 //! create missing parents and apply a later directory entry's metadata.
+//! A directory that exists (as the parent of an entry or of a whiteout)
+//! but has no entry in any layer gets one at the end of the stream (mode
+//! 0755, owner 0:0, mtime 0), so that every directory of the result has
+//! an entry.
 //!
 //! # Hard links
 //!
@@ -58,8 +64,10 @@
 //!   streams straight into the first waiting link, and the others link to
 //!   that. A link to a link is followed to the inode it names.
 //!
-//! A link whose target never shows up, or is a directory, is dropped and
-//! counted in `Stats::dangling_links`: it could not be extracted.
+//! A link whose target never shows up, is a directory, or was deleted
+//! (or turned into a directory, or put below a non-directory) by a layer
+//! between the link's and the target's, is dropped and counted in
+//! `Stats::dangling_links`: it could not be extracted.
 //!
 //! # Memory
 //!
@@ -131,6 +139,10 @@ pub struct Stats {
     pub data_bytes: u64,
     /// Bytes of hidden files copied to the spill file.
     pub spilled_bytes: u64,
+    /// Directories that exist (parents of other entries, or holding a
+    /// whiteout) but have no entry in any layer, written at the end with
+    /// mode 0755, owner 0:0 and mtime 0.
+    pub implied_dirs: u64,
 }
 
 /// Merges the layers of an image into one tar stream of the root
@@ -169,6 +181,8 @@ fn context(e: io::Error, what: &str) -> io::Error {
 const TAKEN: u8 = 1;
 const CUT: u8 = 2;
 const DIR: u8 = 4;
+/// A directory entry was written for the path.
+const WROTE: u8 = 8;
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -289,11 +303,47 @@ impl<W: Write> Flattener<W> {
     }
 
     fn end_layer(&mut self) -> io::Result<()> {
+        // Links waiting for a path that this layer deleted, or put below
+        // a non-directory, name nothing: no lower layer can satisfy them.
+        // Links of this layer only see its whiteouts (which act before
+        // its entries); links from above see its entries too.
+        if !self.waiting.is_empty() || !self.new_waiting.is_empty() {
+            let mut marks: HashMap<&[u8], u8> = HashMap::new();
+            for (p, f) in &self.marks {
+                *marks.entry(p.as_slice()).or_insert(0) |= *f;
+            }
+            let (layer, slots) = (&self.layer, &self.slots);
+            let deleted = |t: &[u8]| {
+                marks.get(t).is_some_and(|&f| f & TAKEN != 0)
+                    || marks.get(&b""[..]).is_some_and(|&f| f & CUT != 0)
+                    || parents(t).any(|p| marks.get(p).is_some_and(|&f| f & CUT != 0))
+            };
+            let under_non_dir = |t: &[u8]| {
+                parents(t).any(|p| {
+                    layer
+                        .get(p)
+                        .is_some_and(|&s| !matches!(slots[s], Src::Nothing))
+                })
+            };
+            let mut dangling = 0;
+            self.waiting.retain(|t, links| {
+                let dead = deleted(t) || under_non_dir(t);
+                if dead {
+                    dangling += links.len() as u64;
+                }
+                !dead
+            });
+            for (target, links) in self.new_waiting.drain() {
+                if deleted(&target) {
+                    dangling += links.len() as u64;
+                } else {
+                    self.waiting.entry(target).or_default().extend(links);
+                }
+            }
+            self.stats.dangling_links += dangling;
+        }
         for (path, flags) in self.marks.drain(..) {
             *self.state.entry(path).or_insert(0) |= flags;
-        }
-        for (target, links) in self.new_waiting.drain() {
-            self.waiting.entry(target).or_default().extend(links);
         }
         self.layer.clear();
         self.slots.clear();
@@ -302,6 +352,31 @@ impl<W: Write> Flattener<W> {
 
     fn finish(mut self) -> io::Result<Stats> {
         self.stats.dangling_links += self.waiting.values().map(|w| w.len() as u64).sum::<u64>();
+        let mut implied: Vec<&Vec<u8>> = self
+            .state
+            .iter()
+            .filter(|&(_, &f)| f & DIR != 0 && f & WROTE == 0)
+            .map(|(p, _)| p)
+            .collect();
+        implied.sort();
+        let meta = Meta {
+            kind: Kind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            uname: Vec::new(),
+            gname: Vec::new(),
+            dev_major: 0,
+            dev_minor: 0,
+            link: Vec::new(),
+            size: 0,
+            pax: Vec::new(),
+        };
+        for path in implied {
+            self.out.entry(path, &meta, b"", None)?;
+            self.stats.implied_dirs += 1;
+        }
         self.stats.entries_written = self.out.entries;
         self.stats.data_bytes = self.out.data_bytes;
         self.out.finish()?;
@@ -318,6 +393,15 @@ impl<W: Write> Flattener<W> {
             self.stats.skipped += 1;
             return Ok(());
         };
+        if !self.waiting.is_empty() {
+            // A path below a waiting link's target: the target is a
+            // directory from this layer up, so the link has no file.
+            for p in parents(&path) {
+                if let Some(links) = self.waiting.remove(p) {
+                    self.stats.dangling_links += links.len() as u64;
+                }
+            }
+        }
         let (dir, base) = split(&path);
         if dir.split(|&b| b == b'/').any(|c| c.starts_with(WHITEOUT)) {
             self.stats.skipped += 1;
@@ -342,7 +426,7 @@ impl<W: Write> Flattener<W> {
             Kind::Dir => {
                 let s = self.slot(&path, Src::Nothing);
                 if visible {
-                    self.take(&path, TAKEN);
+                    self.take(&path, TAKEN | WROTE);
                     self.out.entry(&path, &meta, b"", None)?;
                 } else {
                     self.stats.hidden += 1;
@@ -362,7 +446,7 @@ impl<W: Write> Flattener<W> {
                     self.take(&path, TAKEN | CUT);
                     self.link_to(s, vec![Waiting { path, meta }])?;
                 } else {
-                    self.stats.hidden += 1;
+                    self.hide_non_dir(&path);
                 }
                 self.link_to(s, waiting)?;
             }
@@ -375,12 +459,12 @@ impl<W: Write> Flattener<W> {
                 } else if let Some(first) = waiting.next() {
                     // A hidden target that upper links wait for: its
                     // content goes straight into the first of them.
-                    self.stats.hidden += 1;
+                    self.hide_non_dir(&path);
                     self.stats.materialized_links += 1;
                     self.out.entry(&first.path, &meta, b"", Some(e))?;
                     (self.slot(&path, Src::Out(first.path)), waiting)
                 } else {
-                    self.stats.hidden += 1;
+                    self.hide_non_dir(&path);
                     let src = if meta.kind == Kind::File && meta.size > 0 {
                         let off = self.spill.put(e, meta.size)?;
                         self.stats.spilled_bytes += meta.size;
@@ -394,6 +478,16 @@ impl<W: Write> Flattener<W> {
             }
         }
         Ok(())
+    }
+
+    /// A non-directory of this layer that an upper layer shadows still
+    /// ends what lower layers had below its path: an upper directory at
+    /// the path is a new one, not merged with theirs.
+    fn hide_non_dir(&mut self, path: &[u8]) {
+        self.stats.hidden += 1;
+        if !self.below_cut(path) {
+            self.marks.push((path.to_vec(), CUT));
+        }
     }
 
     /// Records a whiteout or opaque marker at `path` for the end of the
@@ -415,11 +509,11 @@ impl<W: Write> Flattener<W> {
             }
             (join(dir, name), TAKEN | CUT)
         };
-        if self.below_cut(&target) {
-            return;
+        // The marker's directory and its parents are directories here,
+        // unless an upper layer did away with them.
+        if !self.below_cut(&target) {
+            self.mark_parents(path);
         }
-        // The marker's directory and its parents are directories here.
-        self.mark_parents(path);
         self.marks.push((target, flags));
     }
 
