@@ -81,6 +81,8 @@ c-build-$(1): lib-$(1) | $(BUILD)
 		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
 	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/bench_reads.c -o $(BUILD)/bench_reads-$(1) \
 		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
+	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/cycles.c -o $(BUILD)/cycles-$(1) \
+		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
 endef
 $(eval $(call c_programs,1.9,$(CURDIR)/target/release,$(CURDIR)/include))
 $(eval $(call c_programs,1.8,$(CURDIR)/target/erofs-1.8/release,$(CURDIR)/include/erofs-1.8))

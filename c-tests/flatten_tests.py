@@ -389,8 +389,12 @@ def compare_trees(res, label, want, got, want_groups, got_groups, implicit, root
     aspect("modes", "mode", [p for p in meta_paths if want[p]["type"] != "symlink"],
            fmt=lambda m: "-" if m is None else f"{m:04o}")
     aspect("uid/gid", "owner", meta_paths)
-    aspect("mtimes (seconds)", "mtime", meta_paths,
-           note=lambda p: stream_note(p) if want[p]["type"] == "dir" else "")
+    # Directory mtimes after extraction depend on GNU tar's order of work
+    # (it sets a directory's times when it leaves it, and creates absolute
+    # symlinks last): they are checked in the stream's headers instead
+    # (the header check below), and here only for non-directories.
+    aspect("mtimes (seconds), non-directories", "mtime",
+           [p for p in meta_paths if want[p]["type"] != "dir"])
     aspect("xattrs (user.*)", "xattrs", meta_paths)
     aspect("link counts", "nlink", files)
     res.check(want_groups == got_groups,

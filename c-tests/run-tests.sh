@@ -74,6 +74,31 @@ big_url=$(awk '$1 == "url" && $2 ~ /library\/big\/digest-1$/ { print $2; exit }'
 run stream_big "$BUILD/stream_big-1.9" "$big_ref" "$big_url" "$big_digest" "$big_size"
 grep -E 'entry=|peak_rss' "$BUILD/stream_big.log" || true
 
+# Images with whiteouts, opaque directories, hard links across layers and
+# mixed compressions: flatten and decompress=auto against an independent
+# model of how layers apply.
+python3 "$HERE/push_layered_fixtures.py" --registry "$REGISTRY" --work "$WORK" >/dev/null
+run flatten python3 "$HERE/flatten_tests.py" "$WORK" "$BUILD/fetch-1.9"
+
+# fork() with an open vfile: the child reads on (erofsfuse daemonizes).
+forks() {
+	local f=0 ok=0 out
+	for opts in "platform=linux/amd64,layer=1" \
+		"platform=linux/amd64,layer=1,decompress=auto"; do
+		out=$("$BUILD/fetch-1.9" "$REGISTRY/plain/nomt:v1" "$opts" fork) || true
+		if [[ "$out" == "ok sha256:"* ]]; then
+			ok=$((ok + 1)); echo "ok   fork with $opts: $out"
+		else
+			f=$((f + 1)); echo "FAIL fork with $opts: $out"
+		fi
+	done
+	echo "fork: $ok passed, $f failed"
+}
+run fork forks
+
+# Open/close cycles: no growth in memory or file descriptors.
+run cycles "$BUILD/cycles-1.9" "$REGISTRY/library/hello" "platform=linux/amd64" 10000
+
 # Faults a real registry will not produce on demand, from a proxy in front.
 bash "$HERE/faultproxy.sh" start "$WORK" >/dev/null
 run faults python3 "$HERE/fault_tests.py" "$WORK" "$BUILD/fetch-1.9"

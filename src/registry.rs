@@ -2,7 +2,7 @@
 //! requests (re-authenticating once on a 401), manifests, and resolving a
 //! reference plus options to one blob's descriptor.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::auth::Auth;
@@ -77,6 +77,10 @@ pub struct Registry {
     auth: Auth,
 }
 
+/// Loopback registries found to speak plain http.
+static PLAIN_HTTP_HOSTS: once_cell::sync::Lazy<Mutex<std::collections::HashSet<String>>> =
+    once_cell::sync::Lazy::new(|| Mutex::new(std::collections::HashSet::new()));
+
 fn is_loopback(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(v6) => return v6.starts_with("::1]"),
@@ -102,7 +106,18 @@ impl Registry {
         let schemes: &[&str] = match (r.scheme, policy.insecure) {
             (_, true) | (Scheme::Http, _) => &["http"],
             (Scheme::Https, _) => &["https"],
-            (Scheme::Auto, _) if is_loopback(&r.registry) => &["https", "http"],
+            (Scheme::Auto, _) if is_loopback(&r.registry) => {
+                // What this host spoke last time (a TLS probe costs a CA
+                // store load).
+                match PLAIN_HTTP_HOSTS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&r.registry)
+                {
+                    true => &["http", "https"],
+                    false => &["https", "http"],
+                }
+            }
             (Scheme::Auto, _) => &["https"],
         };
         let mut last = None;
@@ -117,6 +132,14 @@ impl Registry {
                 }
                 Err(e) => return Err(tls_hint(e, policy)),
                 Ok(resp) => {
+                    if r.scheme == Scheme::Auto && is_loopback(&r.registry) {
+                        let mut plain = PLAIN_HTTP_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+                        if *scheme == "http" {
+                            plain.insert(r.registry.clone());
+                        } else {
+                            plain.remove(&r.registry);
+                        }
+                    }
                     let reg = Registry {
                         policy: policy.clone(),
                         auth: Auth::new(

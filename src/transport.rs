@@ -487,7 +487,8 @@ static ATFORK: std::sync::Once = std::sync::Once::new();
 
 /// The process's transport and the process it belongs to: after a
 /// fork() the child has no I/O thread, so it gets a transport of its own.
-static CURRENT: Lazy<Mutex<Option<(u32, Arc<Transport>)>>> = Lazy::new(|| Mutex::new(None));
+type Current = Option<(u32, Arc<Transport>)>;
+static CURRENT: Lazy<Mutex<Current>> = Lazy::new(|| Mutex::new(None));
 static NEXT_TOKEN: AtomicUsize = AtomicUsize::new(1);
 
 impl Transport {
