@@ -128,17 +128,42 @@ void close_oci_registry(struct erofs_vfile *vf);
  * @ref: an image reference: `alpine`, `docker.io/library/alpine:3.20`,
  *       `localhost:5000/a/b/c:tag`, `host/repo@sha256:...`,
  *       `host/repo:tag@sha256:...` (normalised as docker does)
- * @options: NULL or comma-separated `key[=value]` items:
- *       `platform=os/arch[/variant]` (default: the host's),
- *       `layer=N` (0-based, default 0) or `blob=sha256:...`,
- *       `insecure` (plain http; loopback registries fall back to it
- *       by themselves when they do not speak TLS)
+ * @options: NULL or comma-separated `key[=value]` items (README.md lists
+ *       them all): `platform=os/arch[/variant]` (default: the host's),
+ *       `layer=N` (0-based, default 0) or `blob=sha256:...`, `flatten`,
+ *       `decompress=auto|none`, `verify=stream|full|none`, `block=`,
+ *       `cache_mem=`, `readahead=`, `retries=`, `connect_timeout=`,
+ *       `low_speed_limit=`, `low_speed_time=`, `username=`, `password=`,
+ *       `auth=`, `ca=`, `tls_verify=0`, `cert=`, `key=`, `mirror=`,
+ *       `insecure` (plain http; loopback registries fall back to it by
+ *       themselves when they do not speak TLS)
  *
  * The blob is streamed: the first read returns once its first bytes
- * arrive, memory stays bounded by the readahead buffer whatever the
- * blob's size, and a stream read from byte 0 to the end is checked
- * against the blob's digest and size (the read that reaches the end
- * fails with -EBADMSG on a mismatch).
+ * arrive, and memory stays bounded (`cache_mem`) whatever the blob's
+ * size. Reads go through a cache of aligned blocks (`block=`, 1M); a
+ * sequential reader gets readahead (`readahead=`, 8M), random misses are
+ * fetched with Range requests, adjacent ones together, several threads'
+ * misses in flight at once. Transient failures (dropped connections,
+ * 5xx, 429) are retried (`retries=`, 4) and resumed from the byte where
+ * they stopped.
+ *
+ * Verification (`verify=`): by default bytes read in order from byte 0
+ * are hashed as they arrive (off the caller's thread) and the read that
+ * reaches the end of the blob fails with -EBADMSG on a digest or size
+ * mismatch (as does every read after it); bytes served by isolated
+ * preads are not verified. `verify=full` fetches and checks the whole
+ * blob at open (it must fit `cache_mem`); `verify=none` hashes nothing.
+ *
+ * `decompress=auto` presents a gzip or zstd layer's uncompressed tar and
+ * `flatten` the whole image as one merged tar (whiteouts applied); both
+ * are produced on a worker thread: read and forward lseek cost nothing
+ * extra, a read behind the current offset restarts the stream, and
+ * SEEK_END/fstat produce it once to learn its size.
+ *
+ * Threads: pread may be called on one vfile from several threads at
+ * once; read and lseek share one offset, as on a file descriptor. A
+ * vfile stays usable in the child of fork() (the child restarts what
+ * was in flight).
  *
  * Return: 0, or a negative errno (-EINVAL bad arguments, -ENOENT no such
  * repository, tag, digest or platform, -ERANGE layer out of range,
