@@ -32,6 +32,7 @@ static int fail(int err)
 
 static int seq(struct erofs_vfile *vf, size_t chunk)
 {
+	struct oci_registry_stats st;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned long long total = 0;
 	unsigned int mdlen, i;
@@ -56,7 +57,12 @@ static int seq(struct erofs_vfile *vf, size_t chunk)
 	printf("ok sha256:");
 	for (i = 0; i < mdlen; i++)
 		printf("%02x", md[i]);
-	printf(" %llu\n", total);
+	if (!oci_registry_stats(vf, &st))
+		printf(" %llu fetched=%llu requests=%llu\n", total,
+		       (unsigned long long)st.bytes_fetched,
+		       (unsigned long long)st.requests);
+	else
+		printf(" %llu\n", total);
 	ret = 0;
 out:
 	EVP_MD_CTX_free(ctx);

@@ -96,6 +96,39 @@ forks() {
 }
 run fork forks
 
+# The on-disk cache: two processes fill it at once, a third fetches nothing.
+disk_cache() {
+	local dir="$WORK/cache-dir" big out1 out2 out3 f=0 ok=0
+	rm -rf "$dir"
+	big=$(awk '$1 == "big" { print $2; exit }' "$WORK/fixtures.txt")
+	"$BUILD/fetch-1.9" "$big" "cache_dir=$dir" seq > "$WORK/disk1.out" &
+	"$BUILD/fetch-1.9" "$big" "cache_dir=$dir" seq > "$WORK/disk2.out" &
+	wait
+	out1=$(cat "$WORK/disk1.out")
+	out2=$(cat "$WORK/disk2.out")
+	out3=$("$BUILD/fetch-1.9" "$big" "cache_dir=$dir" seq)
+	for o in "$out1" "$out2" "$out3"; do
+		if [[ "$o" == "ok sha256:$(awk '$1 == "big" { print $3 }' "$WORK/fixtures.txt" | cut -d: -f2) "* ]]; then
+			ok=$((ok + 1)); echo "ok   cache_dir read: $o"
+		else
+			f=$((f + 1)); echo "FAIL cache_dir read: $o"
+		fi
+	done
+	if [[ "$out3" == *" fetched=0 "* ]]; then
+		ok=$((ok + 1)); echo "ok   a warm cache_dir fetches nothing"
+	else
+		f=$((f + 1)); echo "FAIL a warm cache_dir fetched bytes: $out3"
+	fi
+	if [ -s "$dir/blobs/sha256/$(awk '$1 == "big" { print $3 }' "$WORK/fixtures.txt" | cut -d: -f2)" ]; then
+		ok=$((ok + 1)); echo "ok   the verified blob was promoted"
+	else
+		f=$((f + 1)); echo "FAIL the blob was not promoted"
+	fi
+	rm -rf "$dir"
+	echo "cache_dir: $ok passed, $f failed"
+}
+run disk_cache disk_cache
+
 # Open/close cycles: no growth in memory or file descriptors.
 run cycles "$BUILD/cycles-1.9" "$REGISTRY/library/hello" "platform=linux/amd64" 10000
 

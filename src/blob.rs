@@ -28,14 +28,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::cache::{Block, BlockCache};
 use crate::digest::{Digest, Hasher};
+use crate::disk::DiskCache;
 use crate::error::{Error, Result};
 use crate::options::{Options, Verify};
 use crate::registry::{backoff, BlobDesc, Registry};
 use crate::transport::{BodyTarget, Job, Poster, Request, Transfer};
 
 /// How a blob is read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReadConfig {
+    pub cache_dir: Option<std::path::PathBuf>,
     pub block: usize,
     pub cache_mem: usize,
     pub readahead: usize,
@@ -46,6 +48,7 @@ pub struct ReadConfig {
 impl ReadConfig {
     pub fn from_options(o: &Options) -> ReadConfig {
         ReadConfig {
+            cache_dir: o.cache_dir.clone(),
             block: o.block,
             cache_mem: o.cache_mem,
             readahead: o.readahead,
@@ -70,6 +73,8 @@ pub struct Stats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub bytes_served: u64,
+    /// Blocks read from the on-disk cache.
+    pub disk_hits: u64,
 }
 
 #[derive(Debug)]
@@ -136,6 +141,7 @@ struct Inner {
     block: u64,
     window: u64,
     digest: Digest,
+    disk: Option<DiskCache>,
 }
 
 impl Inner {
@@ -221,6 +227,14 @@ impl Inner {
     fn publish(&self, id: u64, gen: u64, blocks: Vec<(u64, Block)>, reached_end: bool) {
         for (idx, b) in &blocks {
             self.offer_hash(*idx, b);
+            if let Some(d) = &self.disk {
+                d.write_block(*idx, b);
+            }
+        }
+        if reached_end {
+            if let Some(d) = &self.disk {
+                d.promote_if_complete();
+            }
         }
         let bs = self.block;
         let last = self.nblocks() - 1;
@@ -407,7 +421,12 @@ impl Blob {
     pub fn new(registry: Arc<Registry>, desc: BlobDesc, cfg: ReadConfig) -> Result<Blob> {
         let url = registry.blob_url(&desc.digest);
         let block = cfg.block as u64;
-        let verify = cfg.verify != Verify::None;
+        let disk = match &cfg.cache_dir {
+            Some(dir) => Some(DiskCache::open(dir, &desc.digest, desc.size, block)?),
+            None => None,
+        };
+        // A complete blob in the disk cache was verified when it got there.
+        let verify = cfg.verify != Verify::None && !disk.as_ref().is_some_and(|d| d.is_complete());
         let inner = Arc::new(Inner {
             st: Mutex::new(State {
                 cache: BlockCache::new(cfg.cache_mem),
@@ -430,6 +449,7 @@ impl Blob {
             block,
             window: (cfg.readahead as u64).div_ceil(block).max(1),
             digest: desc.digest.clone(),
+            disk,
         });
         let blob = Blob {
             registry,
@@ -438,7 +458,10 @@ impl Blob {
             cfg,
             inner,
         };
-        if cfg.verify == Verify::Full {
+        if blob.inner.disk.as_ref().is_some_and(|d| d.is_complete()) {
+            return Ok(blob);
+        }
+        if blob.cfg.verify == Verify::Full {
             blob.verify_full()?;
         }
         Ok(blob)
@@ -463,9 +486,9 @@ impl Blob {
     /// `verify=full`: the whole blob into the cache and checked before
     /// any byte is served.
     fn verify_full(&self) -> Result<()> {
-        if self.desc.size as usize > self.cfg.cache_mem {
+        if self.desc.size as usize > self.cfg.cache_mem && self.inner.disk.is_none() {
             return Err(Error::invalid(format!(
-                "verify=full: the blob ({} bytes) does not fit cache_mem ({} bytes); raise cache_mem",
+                "verify=full: the blob ({} bytes) does not fit cache_mem ({} bytes); raise cache_mem or give cache_dir",
                 self.desc.size, self.cfg.cache_mem
             )));
         }
@@ -665,6 +688,20 @@ impl Blob {
                 missed = k;
                 st.cache.misses += 1;
             }
+            if let Some(d) = inner.disk.as_ref().filter(|d| d.has(k)) {
+                drop(st);
+                let got = d.read_block(k).map(|v| Arc::new(v) as Block);
+                if let Some(b) = &got {
+                    inner.offer_hash(k, b);
+                }
+                st = inner.lock();
+                if let Some(b) = got {
+                    st.stats.disk_hits += 1;
+                    let gone = st.cache.insert(k, b);
+                    st.recycle(gone);
+                    continue;
+                }
+            }
             match self.covering(&st, k) {
                 None => {
                     let end = if seq {
@@ -738,7 +775,10 @@ impl Blob {
         let mut launches = Vec::new();
         let mut k = b0;
         let mut planned = 0;
-        let missing = |st: &State, k: u64| !st.cache.contains(k) && self.covering(st, k).is_none();
+        let on_disk = |k: u64| self.inner.disk.as_ref().is_some_and(|d| d.has(k));
+        let missing = |st: &State, k: u64| {
+            !st.cache.contains(k) && !on_disk(k) && self.covering(st, k).is_none()
+        };
         while k <= b1 {
             if !missing(st, k) {
                 k += 1;

@@ -82,6 +82,7 @@ impl Source {
                     s.cache_hits += t.cache_hits;
                     s.cache_misses += t.cache_misses;
                     s.bytes_served += t.bytes_served;
+                    s.disk_hits += t.disk_hits;
                 }
                 s
             }
@@ -118,7 +119,7 @@ pub fn flattened(
     }
     let blobs: Vec<Arc<Blob>> = layers
         .iter()
-        .map(|d| Blob::new(registry.clone(), d.clone(), cfg).map(Arc::new))
+        .map(|d| Blob::new(registry.clone(), d.clone(), cfg.clone()).map(Arc::new))
         .collect::<Result<_>>()?;
     let bs = blobs.clone();
     let view = StreamView::new(Arc::new(move |out: &mut dyn io::Write| {

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod credentials;
 pub mod decompress;
 pub mod digest;
+pub mod disk;
 pub mod error;
 pub mod ffi;
 pub mod flatten;

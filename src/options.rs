@@ -70,6 +70,8 @@ pub struct Options {
     pub decompress: bool,
     /// Present the whole image as one merged tar of its root filesystem.
     pub flatten: bool,
+    /// The on-disk cache directory.
+    pub cache_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_BLOCK: usize = 1 << 20;
@@ -99,6 +101,7 @@ impl Default for Options {
             mirrors: Vec::new(),
             decompress: false,
             flatten: false,
+            cache_dir: None,
         }
     }
 }
@@ -213,6 +216,14 @@ impl Options {
                     }
                 }
                 "flatten" => o.flatten = parse_bool(key, value)?,
+                "cache_dir" => {
+                    let v = need(value)?;
+                    let p = PathBuf::from(&v);
+                    std::fs::create_dir_all(&p).map_err(|e| {
+                        Error::invalid(format!("option 'cache_dir={v}': cannot create it: {e}"))
+                    })?;
+                    o.cache_dir = Some(p);
+                }
                 "mirror" => {
                     let m = need(value)?;
                     crate::reference::Reference::parse(&format!("{m}/x"))

@@ -504,6 +504,7 @@ pub unsafe extern "C" fn oci_registry_blob_media_type(vf: *const erofs_vfile) ->
 /// @cache_hits: blocks served from the block cache
 /// @cache_misses: blocks that had to be fetched (or waited for)
 /// @bytes_served: bytes returned by read and pread
+/// @disk_hits: blocks read from the on-disk cache (`cache_dir=`)
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct oci_registry_stats {
@@ -513,6 +514,7 @@ pub struct oci_registry_stats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub bytes_served: u64,
+    pub disk_hits: u64,
 }
 
 /// oci_registry_stats() - what an open vfile has cost so far
@@ -547,6 +549,7 @@ pub unsafe extern "C" fn oci_registry_stats(
                 cache_hits: s.cache_hits,
                 cache_misses: s.cache_misses,
                 bytes_served: s.bytes_served,
+                disk_hits: s.disk_hits,
             },
         );
         0

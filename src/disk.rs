@@ -1,0 +1,264 @@
+//! The optional on-disk cache (`cache_dir=`), content-addressed by digest.
+//!
+//! - `DIR/blobs/<alg>/<hex>`: complete blobs, promoted there only once
+//!   every byte is present and the file hashes to its digest.
+//! - `DIR/partial/<alg>/<hex>.<block>.data` (a sparse file of the blob's
+//!   size) and `.map` (one byte per block: 1 = present): blocks fetched
+//!   so far, reused across opens and processes.
+//!
+//! Concurrency: blocks are written with pwrite at their own offsets
+//! (every writer writes the same bytes: the content is addressed by its
+//! digest), and the map is updated under an exclusive flock; promotion is
+//! an atomic rename. Several processes may use one directory at once.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+
+pub struct DiskCache {
+    digest: Digest,
+    size: u64,
+    block: u64,
+    complete: PathBuf,
+    data_path: PathBuf,
+    map_path: PathBuf,
+    inner: Mutex<Files>,
+}
+
+struct Files {
+    /// The complete blob, once there.
+    whole: Option<File>,
+    data: Option<File>,
+    map: Option<File>,
+    present: Vec<u8>,
+    promoted: bool,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        e.raw_os_error().unwrap_or(libc::EIO),
+        format!("cache_dir: {what} {}: {e}", path.display()),
+    )
+}
+
+struct Flock<'a>(&'a File);
+
+impl<'a> Flock<'a> {
+    fn exclusive(f: &'a File) -> Flock<'a> {
+        // SAFETY: flock on a descriptor we own; released in Drop.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        Flock(f)
+    }
+}
+
+impl Drop for Flock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+impl DiskCache {
+    pub fn open(dir: &Path, digest: &Digest, size: u64, block: u64) -> Result<DiskCache> {
+        let (alg, hex) = digest
+            .as_str()
+            .split_once(':')
+            .unwrap_or(("sha256", digest.as_str()));
+        let blobs = dir.join("blobs").join(alg);
+        let partial = dir.join("partial").join(alg);
+        for d in [&blobs, &partial] {
+            fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
+        }
+        let complete = blobs.join(hex);
+        let data_path = partial.join(format!("{hex}.{block}.data"));
+        let map_path = partial.join(format!("{hex}.{block}.map"));
+        let nblocks = size.div_ceil(block) as usize;
+        let cache = DiskCache {
+            digest: digest.clone(),
+            size,
+            block,
+            complete,
+            data_path,
+            map_path,
+            inner: Mutex::new(Files {
+                whole: None,
+                data: None,
+                map: None,
+                present: vec![0; nblocks],
+                promoted: false,
+            }),
+        };
+        cache.refresh()?;
+        Ok(cache)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Files> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks again at what is on disk (another process may have added).
+    fn refresh(&self) -> Result<()> {
+        let mut f = self.lock();
+        if f.whole.is_some() {
+            return Ok(());
+        }
+        if let Ok(file) = File::open(&self.complete) {
+            if file.metadata().map(|m| m.len()).ok() == Some(self.size) {
+                f.whole = Some(file);
+                return Ok(());
+            }
+        }
+        if f.data.is_none() {
+            let data = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.data_path)
+                .map_err(|e| io_err("cannot open", &self.data_path, e))?;
+            let map = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.map_path)
+                .map_err(|e| io_err("cannot open", &self.map_path, e))?;
+            f.data = Some(data);
+            f.map = Some(map);
+        }
+        let mut bytes = vec![0u8; f.present.len()];
+        if let Some(map) = &f.map {
+            let _l = Flock::exclusive(map);
+            let _ = map.read_at(&mut bytes, 0);
+        }
+        for (p, b) in f.present.iter_mut().zip(bytes) {
+            *p |= b;
+        }
+        Ok(())
+    }
+
+    /// Block `idx` if the disk has it.
+    pub fn read_block(&self, idx: u64) -> Option<Vec<u8>> {
+        let len = self.block.min(self.size - idx * self.block) as usize;
+        let present = {
+            let f = self.lock();
+            f.whole.is_some() || f.present.get(idx as usize) == Some(&1)
+        };
+        if !present {
+            // Another process may have fetched it meanwhile.
+            self.refresh().ok()?;
+            let f = self.lock();
+            if f.whole.is_none() && f.present.get(idx as usize) != Some(&1) {
+                return None;
+            }
+        }
+        let f = self.lock();
+        let file = f.whole.as_ref().or(f.data.as_ref())?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, idx * self.block).ok()?;
+        Some(buf)
+    }
+
+    pub fn has(&self, idx: u64) -> bool {
+        let f = self.lock();
+        f.whole.is_some() || f.present.get(idx as usize) == Some(&1)
+    }
+
+    /// Stores a fetched block.
+    pub fn write_block(&self, idx: u64, data: &[u8]) {
+        let mut f = self.lock();
+        if f.whole.is_some() || f.present.get(idx as usize) == Some(&1) {
+            return;
+        }
+        let (Some(file), Some(map)) = (f.data.as_ref(), f.map.as_ref()) else {
+            return;
+        };
+        if file.write_all_at(data, idx * self.block).is_err() {
+            return;
+        }
+        {
+            let _l = Flock::exclusive(map);
+            let _ = map.write_all_at(&[1], idx);
+        }
+        if let Some(p) = f.present.get_mut(idx as usize) {
+            *p = 1;
+        }
+    }
+
+    /// When every block is there: hashes the data file and, if it matches
+    /// the digest, moves it to `blobs/` (atomically).
+    pub fn promote_if_complete(&self) {
+        let _ = self.refresh();
+        let mut f = self.lock();
+        if f.whole.is_some() || f.promoted || f.present.iter().any(|p| *p != 1) {
+            return;
+        }
+        f.promoted = true;
+        let Some(file) = f.data.as_ref() else { return };
+        let mut h = Hasher::new(self.digest.algorithm());
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < self.size {
+            let n = ((self.size - off) as usize).min(buf.len());
+            if file.read_exact_at(&mut buf[..n], off).is_err() {
+                return;
+            }
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        if h.finish() != self.digest {
+            // Not what it should be: start over.
+            let _ = fs::remove_file(&self.data_path);
+            let _ = fs::remove_file(&self.map_path);
+            return;
+        }
+        let _ = file.sync_data();
+        if fs::rename(&self.data_path, &self.complete).is_ok() {
+            let _ = fs::remove_file(&self.map_path);
+            f.whole = File::open(&self.complete).ok();
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.lock().whole.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+
+    #[test]
+    fn blocks_persist_and_promote() {
+        let dir = std::env::temp_dir().join(format!("oci-disk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        let a = DiskCache::open(&dir, &d, data.len() as u64, 4096).unwrap();
+        assert!(a.read_block(0).is_none());
+        a.write_block(1, &data[4096..8192]);
+        // A second opener (another process, say) sees the block.
+        let b = DiskCache::open(&dir, &d, data.len() as u64, 4096).unwrap();
+        assert_eq!(b.read_block(1).unwrap(), &data[4096..8192]);
+        b.write_block(0, &data[..4096]);
+        b.write_block(2, &data[8192..]);
+        b.promote_if_complete();
+        assert!(b.is_complete());
+        let c = DiskCache::open(&dir, &d, data.len() as u64, 4096).unwrap();
+        assert!(c.is_complete());
+        assert_eq!(c.read_block(2).unwrap(), &data[8192..]);
+        // A wrong blob is never promoted.
+        let wrong = Digest::of(Algorithm::Sha256, b"other");
+        let w = DiskCache::open(&dir, &wrong, 4, 4096).unwrap();
+        w.write_block(0, b"evil");
+        w.promote_if_complete();
+        assert!(!w.is_complete());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
