@@ -69,6 +69,7 @@ struct erofs_vfile {
  * @cache_hits: blocks served from the block cache
  * @cache_misses: blocks that had to be fetched (or waited for)
  * @bytes_served: bytes returned by read and pread
+ * @disk_hits: blocks read from the on-disk cache (`cache_dir=`)
  */
 struct oci_registry_stats {
   uint64_t bytes_fetched;
@@ -77,6 +78,7 @@ struct oci_registry_stats {
   uint64_t cache_hits;
   uint64_t cache_misses;
   uint64_t bytes_served;
+  uint64_t disk_hits;
 };
 
 /**
