@@ -433,6 +433,26 @@ if [[ $ref_ok -eq 1 ]]; then
 	fi
 	printf '  ratio %s (reference / ours, goal >= 10) %s; %s\n' "${r:-n/a}" "$V" "$shamsg"
 	stats_note rand "random preads"
+	# The same with the on-disk cache (cold: emptied before each run), so
+	# that blocks evicted from memory are not fetched again.
+	measure rand_disk "$ROUNDS" bash -c 'rm -rf "$1"; shift; exec "$@"' _ "$tmp/cache-dir" \
+		"$BR" random "$ref" "$(opts "cache_dir=$tmp/cache-dir")" "$N" "$LEN" "$SEED"
+	disk_t=$(min_of rand_disk secs)
+	disk_sha=$(distinct rand_disk sha256)
+	if [[ -n $disk_t ]]; then
+		printf '  %-44s %7.3f s %8s reads/s%s%s\n' "liboci_registry, cache_dir= (cold)" \
+			"$disk_t" "$(div "$N" "$disk_t" 0)" "$(rounds_note rand_disk)" "$(failed_runs rand_disk)"
+		r=$(div "$ref_t" "$disk_t")
+		if [[ $disk_sha == "$ref_sha" ]]; then
+			judge "$r" ge 10
+			printf '  ratio %s (reference / ours with cache_dir, goal >= 10) %s; sha256 match\n' "${r:-n/a}" "$V"
+		else
+			judge 0 ge 1
+			printf '  ratio %s (goal >= 10) %s; sha256 MISMATCH: %s\n' "${r:-n/a}" "$V" "$disk_sha"
+		fi
+	else
+		echo "  liboci_registry, cache_dir=: $(failure rand_disk)"
+	fi
 else
 	judge "" ge 10
 	echo "  ratio n/a (goal >= 10) NOT MEASURED: $NOREF"
