@@ -25,7 +25,7 @@ run() {
 	"$@" >"$log" 2>&1 || rc=$?
 	grep -E 'FAIL|ERROR SUMMARY|==[0-9]+==' "$log" | head -40 || true
 	tail -n 3 "$log"
-	read -r p f < <(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$log" | tail -n 1) || true
+	read -r p f < <(sed -nE 's/^([A-Za-z_ -]+: )?([0-9]+) passed, ([0-9]+) failed.*/\2 \3/p' "$log" | tail -n 1) || true
 	p=${p:-0}
 	f=${f:-0}
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
@@ -93,6 +93,7 @@ forks() {
 		fi
 	done
 	echo "fork: $ok passed, $f failed"
+	[ "$f" -eq 0 ]
 }
 run fork forks
 
@@ -126,6 +127,7 @@ disk_cache() {
 	fi
 	rm -rf "$dir"
 	echo "cache_dir: $ok passed, $f failed"
+	[ "$f" -eq 0 ]
 }
 run disk_cache disk_cache
 
@@ -135,6 +137,13 @@ run cycles "$BUILD/cycles-1.9" "$REGISTRY/library/hello" "platform=linux/amd64" 
 # Faults a real registry will not produce on demand, from a proxy in front.
 bash "$HERE/faultproxy.sh" start "$WORK" >/dev/null
 run faults python3 "$HERE/fault_tests.py" "$WORK" "$BUILD/fetch-1.9"
+
+# The real erofs-utils (Debian's 1.8.6 and 1.9.x sources with our small
+# patches): mkfs.erofs from oci:// sources, erofsfuse mounting an EROFS
+# image lazily from the registry.
+bash "$HERE/erofs-utils.sh" "$WORK"
+run mkfs-erofs bash "$HERE/mkfs_tests.sh" "$WORK"
+run mount-erofs bash "$HERE/mount_tests.sh" "$WORK"
 
 # The same registry with htpasswd + TLS (private CA), and with token auth
 # (short-lived tokens, to see them renewed).

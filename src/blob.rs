@@ -121,6 +121,8 @@ struct State {
     next_id: u64,
     /// End of the last read, to spot sequential access.
     seq_end: u64,
+    /// Preads in a row that continued the previous one.
+    seq_streak: u32,
     /// The block a sequential reader is at: readahead runs to here plus
     /// the window, then pauses.
     hint: u64,
@@ -432,7 +434,8 @@ impl Blob {
                 cache: BlockCache::new(cfg.cache_mem),
                 fetches: HashMap::new(),
                 next_id: 1,
-                seq_end: 0,
+                seq_end: u64::MAX,
+                seq_streak: 0,
                 hint: 0,
                 no_ranges: false,
                 poisoned: None,
@@ -634,7 +637,15 @@ impl Blob {
         if let Some(e) = &st.poisoned {
             return Err(e.clone());
         }
-        let seq = sequential || off == st.seq_end;
+        // read() is sequential; preads are once three in a row continued
+        // each other (a single pread at 0 or two adjacent ones, as a
+        // filesystem reads a superblock, are not a stream).
+        if off == st.seq_end {
+            st.seq_streak += 1;
+        } else {
+            st.seq_streak = 0;
+        }
+        let seq = sequential || st.seq_streak >= 2;
         st.seq_end = off + len as u64;
         if seq {
             st.hint = b1;
@@ -671,7 +682,7 @@ impl Blob {
                 let finished_block = to == b.len();
                 drop(b);
                 st = inner.lock();
-                if seq && finished_block {
+                if sequential && finished_block {
                     // Drop-behind: a streaming reader is done with it, so
                     // streaming costs the readahead window, not the cache.
                     if let Some(old) = st.cache.remove(k) {
@@ -715,9 +726,19 @@ impl Blob {
                 Some(id) => {
                     let f = st.fetches.get_mut(&id).expect("covering fetch exists");
                     if f.transfer.as_ref().is_some_and(|t| t.is_stale()) {
-                        // Left behind by a fork: started again below.
+                        // Left behind by a fork: what the parent had not
+                        // yet published is fetched again, from the first
+                        // byte not in the cache.
                         f.transfer = None;
-                        f.phase = Phase::Failed(crate::transport::forked());
+                        f.partial.clear();
+                        f.tail = None;
+                        f.next_off = f.visible_off;
+                        f.phase = if f.next_off >= f.end_off {
+                            Phase::Done
+                        } else {
+                            Phase::Failed(crate::transport::forked())
+                        };
+                        continue;
                     }
                     if let Phase::Failed(e) = &f.phase {
                         let e = e.clone();
@@ -785,7 +806,7 @@ impl Blob {
                 continue;
             }
             if seq || st.no_ranges {
-                self.drop_readahead(st);
+                self.drop_readahead(st, k);
                 launches.push(self.new_fetch(st, k, nblocks, true));
                 return launches;
             }
@@ -804,7 +825,7 @@ impl Blob {
             k = e + 1;
         }
         if seq && b1 + 1 < nblocks && missing(st, b1 + 1) {
-            self.drop_readahead(st);
+            self.drop_readahead(st, b1 + 1);
             launches.push(self.new_fetch(st, b1 + 1, nblocks, true));
         }
         launches
@@ -817,9 +838,14 @@ impl Blob {
 
     /// Makes room for a new readahead stream: at most two run at once
     /// (say, two sequential readers); the oldest goes.
-    fn drop_readahead(&self, st: &mut State) {
-        st.fetches
-            .retain(|_, f| !f.readahead || !matches!(f.phase, Phase::Done));
+    fn drop_readahead(&self, st: &mut State, start: u64) {
+        // Readahead behind the new start is of no use to a reader moving
+        // forward (a tar reader skipping file bodies, say).
+        let bs = self.inner.block;
+        st.fetches.retain(|_, f| {
+            !f.readahead || (!matches!(f.phase, Phase::Done) && f.visible_off / bs >= start)
+        });
+        self.inner.cond.notify_all();
         let live: Vec<u64> = st
             .fetches
             .iter()
