@@ -29,7 +29,8 @@ CFLAGS_TEST := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g
 LDLIBS_TEST := -loci_registry -lcrypto -lpthread
 
 .PHONY: all lib lib-1.8 lib-1.9 deps header-check cargo-test lint \
-	c-build c-build-1.8 c-build-1.9 test demo bench clean
+	c-build c-build-1.8 c-build-1.9 test demo bench clean erofs-utils \
+	erofs-test fuzz
 
 all: lib
 
@@ -92,7 +93,21 @@ c-build: c-build-1.9 c-build-1.8
 test: deps header-check cargo-test lint c-build
 	bash c-tests/run-tests.sh $(WORK) $(BUILD)
 
-demo: deps lib-1.9 | $(BUILD)
+# Debian's erofs-utils 1.8.6 and 1.9.x with our patches (mkfs.erofs and
+# erofsfuse taking oci:// sources), linked with the library.
+erofs-utils: lib-1.9 lib-1.8
+	bash c-tests/erofs-utils.sh $(WORK)
+
+erofs-test: erofs-utils c-build
+	bash c-tests/registry.sh start $(WORK) >/dev/null
+	bash c-tests/mkfs_tests.sh $(WORK)
+	bash c-tests/mount_tests.sh $(WORK)
+
+# Time-boxed fuzzing of the parsers (not part of make test).
+fuzz:
+	bash c-tests/fuzz.sh $(FUZZ_SECONDS)
+
+demo: deps lib-1.9 lib-1.8 | $(BUILD)
 	$(CC) $(CFLAGS_TEST) -I include c-tests/demo.c -o $(BUILD)/demo \
 		-L target/release -loci_registry -Wl,-rpath,$(CURDIR)/target/release
 	bash c-tests/demo.sh $(WORK) $(BUILD)

@@ -36,4 +36,25 @@ echo "== 5. errors name their cause"
 "$BUILD/demo" stream "$REGISTRY/plain/nomt:v2" "" || true
 "$BUILD/demo" stream "$REGISTRY/multi/index:v1" "platform=linux/riscv64" || true
 echo
-echo "demo: done (building an EROFS image with mkfs.erofs comes with the erofs-utils integration)"
+echo "== 6. the main job: an EROFS image of a whole image, straight from the registry"
+echo "   mkfs.erofs (Debian's erofs-utils 1.9 + our small patch) --tar=f from"
+echo "   oci://$REGISTRY/library/hello?flatten,decompress=auto,platform=linux/arm64"
+if bash "$HERE/erofs-utils.sh" "$WORK" > "$WORK/demo-erofs-utils.log" 2>&1; then
+	img="$WORK/demo-hello.erofs"
+	rm -f "$img"
+	start=$(date +%s.%N)
+	"$WORK/bin/mkfs.erofs-1.9" --tar=f "$img" \
+		"oci://$REGISTRY/library/hello?flatten,platform=linux/arm64" > "$WORK/demo-mkfs.log" 2>&1
+	end=$(date +%s.%N)
+	printf '   built %s: %s bytes in %.2f s\n' "$img" "$(stat -c %s "$img")" \
+		"$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')"
+	"$WORK/bin/fsck.erofs-1.9" "$img" 2>&1 | tail -n 2 | sed 's/^/   fsck: /'
+	rm -rf "$WORK/demo-extract"
+	"$WORK/bin/fsck.erofs-1.9" --extract="$WORK/demo-extract" "$img" > /dev/null 2>&1
+	echo "   its tree:"
+	(cd "$WORK/demo-extract" && find . -mindepth 1 | sort | head -n 12 | sed 's/^/     /')
+else
+	echo "   erofs-utils could not be built here: see $WORK/demo-erofs-utils.log"
+fi
+echo
+echo "demo: done"

@@ -112,7 +112,8 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
                         v.push(b[i]);
                         i += 1;
                     }
-                    i += 1; // the closing quote
+                    // The closing quote, if there is one.
+                    i = (i + 1).min(b.len());
                     String::from_utf8_lossy(&v).into_owned()
                 } else {
                     // Lenient: a bare value runs to the next comma or
@@ -511,6 +512,20 @@ mod tests {
     }
 
     /// Headers as real registries send them.
+    #[test]
+    fn unclosed_quotes_do_not_panic() {
+        for h in [
+            r#"Bearer realm="x"#,
+            r#"Basic realm="\"#,
+            r#"Bearer realm=""#,
+            "Bearer \"",
+        ] {
+            let _ = parse_challenges(h);
+        }
+        let c = parse_challenges(r#"Bearer realm="https://t/x"#);
+        assert_eq!(c[0].param("realm"), Some("https://t/x"));
+    }
+
     #[test]
     fn real_registries() {
         let cases: &[(&str, &str, &str, Option<&str>)] = &[

@@ -143,6 +143,9 @@ impl LegacyUrl {
                 crate::error::redact_url(url)
             ))
         };
+        if url.contains(['?', '#']) {
+            return Err(bad("a query or fragment is not part of the grammar"));
+        }
         let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
             (Scheme::Https, r)
         } else if let Some(r) = url.strip_prefix("http://") {
@@ -457,10 +460,13 @@ mod tests {
             "http://h/v2/library/x/blobs/sha256:zz",
             "http://h/v2/library/x/digest-1/arch-amd64",
             "http://u:p@h/v2/library/x/",
+            "https://h/v2/library/x?token=SECRET123",
+            "https://h/v2/library/x/foo?access_token=SECRET456",
         ] {
             let e = LegacyUrl::parse(bad).expect_err(bad);
             assert_eq!(e.errno(), libc::EINVAL, "{bad}");
             assert!(!e.message().contains("u:p"));
+            assert!(!e.message().contains("SECRET"), "{}", e.message());
         }
     }
 }
