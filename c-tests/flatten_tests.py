@@ -30,6 +30,27 @@ For every image of layered-fixtures.txt:
   contents, symlink targets, modes, owners, mtimes (seconds), xattrs, and
   the same hard-link groups.
 
+When WORKDIR/bin holds the patched erofs-utils of c-tests/erofs-utils.sh
+(mkfs.erofs-1.8, mkfs.erofs-1.9 and the fsck.erofs of each), also, for both
+versions:
+
+* `mkfs.erofs-V --tar=f IMG 'oci://REF?flatten,platform=linux/amd64'`
+  builds an EROFS image of the whole image, `fsck.erofs-V --extract=DIR
+  --preserve --xattrs IMG` checks and extracts it, and DIR is compared with
+  the oracle's tree: paths, types, contents, symlink targets, modes, owners,
+  mtimes (seconds; directories too: fsck sets a directory's times after
+  its contents), xattrs (user.*), link counts and hard-link groups.
+* for every gzip or zstd layer, `oci://REF?layer=N,decompress=auto,...`
+  the same way against that one layer's tar applied alone to an empty tree
+  (no whiteout processing: mkfs.erofs without --aufs keeps `.wh.*` names
+  as regular files).  A layer with a hard link to a file of a lower layer
+  cannot be built on its own (mkfs.erofs resolves hard links within the one
+  tar and fails with ENOENT); for those the check is that mkfs.erofs fails
+  the same way on the library's stream as on the oracle's decompressed tar.
+
+Without these binaries it prints `skipped: erofs-utils not built` and
+counts nothing for them.
+
 Prints one `ok …` / `FAIL …` line per check and ends with
 `N passed, N failed`; exits 1 if anything failed.
 """
@@ -167,10 +188,17 @@ def norm(name):
 
 
 class Oracle:
-    """Applies layers bottom-up into `root` with docker/containerd semantics."""
+    """Applies layers bottom-up into `root` with docker/containerd semantics.
 
-    def __init__(self, root):
+    whiteouts=False: one layer's tar as-is, the way mkfs.erofs --tar (without
+    --aufs) reads it: `.wh.*` names are ordinary entries, and a hard link
+    whose target is not in the tree is recorded in `dangling` (mkfs.erofs
+    fails on it) instead of being an oracle error."""
+
+    def __init__(self, root, whiteouts=True):
         self.root = root
+        self.whiteouts = whiteouts
+        self.dangling = []     # (name, linkname) of hard links without a target
         self.dir_mtime = {}    # rel -> mtime from the topmost header
         self.implicit = set()  # directories made for a child without a header
         self.root_header = False  # some layer has an entry for the root itself
@@ -217,6 +245,9 @@ class Oracle:
             rel = norm(m.name)
             if rel is None:
                 raise RuntimeError(f"oracle: unsafe member {m.name!r}")
+            if not self.whiteouts:
+                rest.append((rel, m, data))
+                continue
             base = rel.rpartition("/")[2]
             parent = rel.rpartition("/")[0]
             if base == ".wh..wh..opq":
@@ -266,6 +297,9 @@ class Oracle:
             target = norm(m.linkname)
             tpath = self.p(target)
             if target is None or not os.path.lexists(tpath) or os.path.isdir(tpath):
+                if not self.whiteouts:
+                    self.dangling.append((m.name, m.linkname))
+                    return
                 raise RuntimeError(f"oracle: hard link {m.name} -> {m.linkname}: no target")
             os.link(tpath, path, follow_symlinks=False)
         else:
@@ -328,10 +362,12 @@ def snapshot(root):
 
 
 def compare_trees(res, label, want, got, want_groups, got_groups, implicit, root_header,
-                  stream):
+                  stream, dir_mtimes=False):
     """One check per aspect; details name the differing paths.  stream: the
     flattened members, so that a directory-mtime detail can say what the
-    stream's header holds and what in the stream's order upsets GNU tar."""
+    stream's header holds and what in the stream's order upsets GNU tar.
+    dir_mtimes: compare directories' mtimes too (for an extractor that sets
+    them after their contents, as fsck.erofs --extract does)."""
     index = {}
     for i, m in enumerate(stream):
         index.setdefault(norm(m.name), (i, m))
@@ -393,8 +429,11 @@ def compare_trees(res, label, want, got, want_groups, got_groups, implicit, root
     # (it sets a directory's times when it leaves it, and creates absolute
     # symlinks last): they are checked in the stream's headers instead
     # (the header check below), and here only for non-directories.
-    aspect("mtimes (seconds), non-directories", "mtime",
-           [p for p in meta_paths if want[p]["type"] != "dir"])
+    if dir_mtimes:
+        aspect("mtimes (seconds)", "mtime", meta_paths)
+    else:
+        aspect("mtimes (seconds), non-directories", "mtime",
+               [p for p in meta_paths if want[p]["type"] != "dir"])
     aspect("xattrs (user.*)", "xattrs", meta_paths)
     aspect("link counts", "nlink", files)
     res.check(want_groups == got_groups,
@@ -479,7 +518,7 @@ def check_headers(res, label, members, want):
               "type, mode, owner, mtime, size, symlink target, xattrs)", diffs)
 
 
-def test_image(res, work, fetch_bin, tmp, ref, manifest_digest, layers):
+def test_image(res, work, fetch_bin, bindir, tmp, ref, manifest_digest, layers):
     name = ref.split("/", 1)[1]
     with open(blob_path(work, manifest_digest), "rb") as f:
         manifest = json.load(f)
@@ -522,7 +561,16 @@ def test_image(res, work, fetch_bin, tmp, ref, manifest_digest, layers):
     oracle.finish()
     want, want_groups = snapshot(want_root)
 
-    # The flattened stream.
+    try:
+        test_flatten_tar(res, fetch_bin, tmp, name, ref, base, oracle, want, want_groups)
+        if bindir:
+            test_erofs(res, bindir, tmp, name, ref, layers, tars, oracle, want, want_groups)
+    finally:
+        shutil.rmtree(want_root)
+
+
+def test_flatten_tar(res, fetch_bin, tmp, name, ref, base, oracle, want, want_groups):
+    """The flattened stream: tarfile listing, headers, GNU tar extraction."""
     flat = os.path.join(tmp, "flat.tar")
     opts = f"flatten,{base}"
     rc, err, secs = fetch(fetch_bin, ref, opts, flat)
@@ -566,9 +614,154 @@ def test_image(res, work, fetch_bin, tmp, ref, manifest_digest, layers):
                + (f"{got[p]['mode']:04o}" if p in got and got[p]["mode"] is not None else "-")
                for p in bad])
 
-    shutil.rmtree(want_root)
     shutil.rmtree(got_root)
     os.unlink(flat)
+
+
+# --- EROFS images built by mkfs.erofs through the library --------------------------------
+
+EROFS_VERSIONS = ("1.8", "1.9")
+
+
+def erofs_bindir(work):
+    """WORKDIR/bin when it has mkfs.erofs-V and fsck.erofs-V for every version."""
+    bindir = os.path.join(work, "bin")
+    names = [f"{t}.erofs-{v}" for v in EROFS_VERSIONS for t in ("mkfs", "fsck")]
+    if all(os.access(os.path.join(bindir, n), os.X_OK) for n in names):
+        return bindir
+    return None
+
+
+def run(cmd, timeout=900):
+    """(exit status, stdout+stderr text, seconds)."""
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), time.monotonic() - t0
+
+
+def diag(text):
+    """mkfs/fsck error and warning lines (or the tail of the output)."""
+    lines = [ln for ln in text.splitlines() if ln.startswith(("<E>", "<W>"))]
+    return lines or text.strip().splitlines()[-5:]
+
+
+def mkfs_erofs(bindir, v, img, src, *extra):
+    """mkfs.erofs-V [EXTRA] --tar=f IMG SRC; the image file is removed first."""
+    if os.path.lexists(img):
+        os.unlink(img)
+    return run([os.path.join(bindir, f"mkfs.erofs-{v}"), *extra, "--tar=f", img, src])
+
+
+def parsed_members(text):
+    """The member names mkfs.erofs -d9 reports parsing ("<D> erofs: parsing
+    NAME (mode M)"), in order."""
+    out = []
+    for ln in text.splitlines():
+        if ln.startswith("<D> erofs: parsing ") and ln.endswith(")"):
+            out.append(ln[len("<D> erofs: parsing "):].rpartition(" (mode ")[0])
+    return out
+
+
+def check_erofs_tree(res, bindir, v, tmp, label, src, want, want_groups, implicit,
+                     root_header):
+    """Build IMG from SRC with mkfs.erofs-V --tar=f, extract it with
+    fsck.erofs-V and compare the tree with `want`.
+
+    fsck.erofs --extract (1.8 and 1.9 alike; fsck/main.c): hard links are
+    re-created with link() for an inode already extracted (so groups and
+    link counts are comparable); times are set on every inode after its
+    contents (directories included, symlinks with AT_SYMLINK_NOFOLLOW);
+    owners and exact modes (setuid/setgid/sticky, no umask) only with
+    --preserve-owner/--preserve-perms, the default for root, given here
+    explicitly as --preserve; xattrs only with --xattrs (default off)."""
+    img = os.path.join(tmp, f"erofs-{v}.img")
+    out = os.path.join(tmp, f"erofs-{v}.out")
+    rc, text, secs = mkfs_erofs(bindir, v, img, src)
+    size = os.path.getsize(img) if os.path.exists(img) else 0
+    ok = res.check(rc == 0, f"{label}: mkfs.erofs-{v} --tar=f builds the image "
+                   f"({size} bytes, {secs:.2f}s)", [f"source {src}", f"exit {rc}"] + diag(text))
+    if ok:
+        shutil.rmtree(out, ignore_errors=True)
+        rc, text, secs = run([os.path.join(bindir, f"fsck.erofs-{v}"), f"--extract={out}",
+                              "--preserve", "--xattrs", img])
+        msgs = [ln for ln in text.splitlines() if ln.startswith(("<E>", "<W>"))]
+        ok = res.check(rc == 0 and not msgs, f"{label}: fsck.erofs-{v} checks and extracts "
+                       f"the image cleanly ({secs:.2f}s)", [f"exit {rc}"] + diag(text))
+        if ok or os.path.isdir(out):
+            got, got_groups = snapshot(out)
+            compare_trees(res, label, want, got, want_groups, got_groups, implicit,
+                          root_header, [], dir_mtimes=True)
+    shutil.rmtree(out, ignore_errors=True)
+    if os.path.lexists(img):
+        os.unlink(img)
+
+
+def test_erofs(res, bindir, tmp, name, ref, layers, tars, oracle, want, want_groups):
+    base = f"platform={PLATFORM}"
+    # The whole image, flattened.
+    for v in EROFS_VERSIONS:
+        check_erofs_tree(res, bindir, v, tmp, f"{name} erofs-utils {v} flatten",
+                         f"oci://{ref}?flatten,{base}", want, want_groups, oracle.implicit,
+                         oracle.root_header)
+
+    # Each compressed layer alone, decompressed by the library.
+    for i, (digest, size, mt) in enumerate(layers):
+        kind = mt.rsplit("+", 1)[-1] if "+" in mt else mt.rsplit(".", 1)[-1]
+        if kind not in ("gzip", "zstd"):
+            continue
+        src = f"oci://{ref}?layer={i},decompress=auto,{base}"
+        lone_root = os.path.join(tmp, f"want-layer{i}")
+        os.mkdir(lone_root)
+        try:
+            lone = Oracle(lone_root, whiteouts=False)
+            lone.apply(tars[i])
+            lone.finish()
+            if not lone.dangling:
+                lwant, lgroups = snapshot(lone_root)
+                for v in EROFS_VERSIONS:
+                    check_erofs_tree(res, bindir, v, tmp,
+                                     f"{name} layer {i} ({kind}) erofs-utils {v} alone",
+                                     src, lwant, lgroups, lone.implicit, lone.root_header)
+                continue
+            # A hard link to a lower layer's file: mkfs.erofs cannot build the
+            # layer alone (tarerofs_parse_tar: -ENOENT for a link target it
+            # has not seen).  Expect the same failure as on the oracle's own
+            # decompressed tar (the reference run): same exit status and
+            # error, the same members parsed (-d9) in the same order, the
+            # last one being the first dangling link.
+            ref_tar = os.path.join(tmp, f"layer{i}.tar")
+            with open(ref_tar, "wb") as f:
+                f.write(tars[i])
+            links = ", ".join(f"{a} -> {b}" for a, b in lone.dangling)
+            for v in EROFS_VERSIONS:
+                img = os.path.join(tmp, f"erofs-{v}.img")
+                rc_ref, text_ref, _ = mkfs_erofs(bindir, v, img, ref_tar, "-d9")
+                rc, text, secs = mkfs_erofs(bindir, v, img, src, "-d9")
+                err_ref = [ln for ln in text_ref.splitlines() if ln.startswith("<E>")]
+                err = [ln for ln in text.splitlines() if ln.startswith("<E>")]
+                seen_ref, seen = parsed_members(text_ref), parsed_members(text)
+                first = norm(lone.dangling[0][0])
+                details = [f"source {src}: exit {rc}"] + diag(text) + \
+                    [f"oracle's tar: exit {rc_ref}"] + diag(text_ref)
+                if seen != seen_ref:
+                    details.append(f"members parsed: {len(seen)} from the library, "
+                                   f"{len(seen_ref)} from the oracle's tar")
+                    details += [f"  {a!r} vs {b!r}" for a, b in zip(seen, seen_ref) if a != b][:5]
+                if not seen_ref or norm(seen_ref[-1]) != first:
+                    details.append(f"oracle's tar: last member parsed "
+                                   f"{seen_ref[-1] if seen_ref else None!r}, not {first!r}")
+                res.check(rc_ref != 0 and rc == rc_ref and err == err_ref and seen == seen_ref
+                          and seen_ref and norm(seen_ref[-1]) == first,
+                          f"{name} layer {i} ({kind}) erofs-utils {v} alone: mkfs.erofs stops "
+                          f"at {len(seen)} members, as on the oracle's tar, at the hard link to "
+                          f"a lower layer ({links}; "
+                          f"{'; '.join(' '.join(e.split()) for e in err) or 'no error line'})",
+                          details)
+                if os.path.lexists(img):
+                    os.unlink(img)
+            os.unlink(ref_tar)
+        finally:
+            shutil.rmtree(lone_root)
 
 
 def main():
@@ -583,13 +776,16 @@ def main():
     t0 = time.monotonic()
     res = Results()
     images = read_fixtures(os.path.join(work, "layered-fixtures.txt"))
+    bindir = erofs_bindir(work)
+    if not bindir:
+        print("skipped: erofs-utils not built", flush=True)
     tmp = tempfile.mkdtemp(prefix="flatten-tests-", dir=work)
     try:
         for ref, manifest_digest, layers in images:
             sub = os.path.join(tmp, ref.rsplit("/", 1)[1].replace(":", "_"))
             os.mkdir(sub)
             try:
-                test_image(res, work, fetch_bin, sub, ref, manifest_digest, layers)
+                test_image(res, work, fetch_bin, bindir, sub, ref, manifest_digest, layers)
             except Exception:  # an oracle or harness error: report, go on
                 res.fail(f"{ref}: test aborted", traceback.format_exc().splitlines())
     finally:
