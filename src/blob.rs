@@ -123,6 +123,8 @@ struct State {
     seq_end: u64,
     /// Preads in a row that continued the previous one.
     seq_streak: u32,
+    /// Runs fetched for random (not sequential) reads so far.
+    random_misses: u64,
     /// The block a sequential reader is at: readahead runs to here plus
     /// the window, then pauses.
     hint: u64,
@@ -436,6 +438,7 @@ impl Blob {
                 next_id: 1,
                 seq_end: u64::MAX,
                 seq_streak: 0,
+                random_misses: 0,
                 hint: 0,
                 no_ranges: false,
                 poisoned: None,
@@ -820,8 +823,36 @@ impl Blob {
             while e < b1 && missing(st, e + 1) && planned + (e + 1 - k) < self.max_run() {
                 e += 1;
             }
-            launches.push(self.new_fetch(st, k, e + 1, false));
-            planned += e + 1 - k;
+            // Read-around: a reader that keeps missing at random gets
+            // bigger aligned units per request (the round trip, not the
+            // bytes, is what costs): 1 block, then 2 after 16 such misses,
+            // then 4 after 32.
+            // Only where what is fetched stays (the blob fits the memory
+            // cache, or there is a disk cache): else bigger units would
+            // push out more than they bring.
+            let keeps = self.inner.disk.is_some() || self.inner.size <= self.cfg.cache_mem as u64;
+            let unit = if keeps {
+                1u64 << (st.random_misses / 16).min(2)
+            } else {
+                1
+            };
+            let mut lo = k;
+            let mut hi = e + 1;
+            if unit > 1 {
+                let base = k - k % unit;
+                while lo > base && missing(st, lo - 1) {
+                    lo -= 1;
+                }
+                while hi < (base + unit).min(nblocks)
+                    && missing(st, hi)
+                    && planned + (hi - lo) < self.max_run()
+                {
+                    hi += 1;
+                }
+            }
+            st.random_misses += 1;
+            launches.push(self.new_fetch(st, lo, hi, false));
+            planned += hi - lo;
             k = e + 1;
         }
         if seq && b1 + 1 < nblocks && missing(st, b1 + 1) {

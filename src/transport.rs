@@ -743,7 +743,7 @@ fn configure(sink: Sink, req: &Request) -> std::result::Result<Easy2<Sink>, curl
     }
     easy.tcp_keepalive(true)?;
     easy.tcp_nodelay(true)?;
-    easy.buffer_size(256 * 1024)?;
+    easy.buffer_size(1024 * 1024)?;
     // HTTP/2 where the registry offers it over TLS; HTTP/1.1 otherwise.
     let _ = easy.http_version(HttpVersion::V2TLS);
     set_protocols(&mut easy);
