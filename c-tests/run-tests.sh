@@ -136,7 +136,10 @@ run cycles "$BUILD/cycles-1.9" "$REGISTRY/library/hello" "platform=linux/amd64" 
 
 # Faults a real registry will not produce on demand, from a proxy in front.
 bash "$HERE/faultproxy.sh" start "$WORK" >/dev/null
-run faults python3 "$HERE/fault_tests.py" "$WORK" "$BUILD/fetch-1.9"
+# Every case under valgrind: no memory errors or leaks on any fault path.
+printf '#!/bin/bash\nexec %s "%s" "$@"\n' "${VALGRIND[*]}" "$BUILD/fetch-1.9" > "$BUILD/vg-fetch"
+chmod +x "$BUILD/vg-fetch"
+run faults python3 "$HERE/fault_tests.py" "$WORK" "$BUILD/vg-fetch"
 
 # The real erofs-utils (Debian's 1.8.6 and 1.9.x sources with our small
 # patches): mkfs.erofs from oci:// sources, erofsfuse mounting an EROFS
