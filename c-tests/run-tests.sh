@@ -48,6 +48,9 @@ trap stop_all EXIT
 . "$WORK/registry.env"
 python3 "$HERE/push_fixtures.py" --registry "$REGISTRY" --work "$WORK"
 bash "$HERE/erofs-src.sh" "$WORK"
+# Debian's erofs-utils with our patches (mkfs.erofs and erofsfuse taking
+# oci:// sources), linked with the library: used by the flatten tests too.
+bash "$HERE/erofs-utils.sh" "$WORK"
 
 # The layout of our structs against erofs-utils' own <erofs/io.h>, and a
 # vfile of ours read through erofs-utils' struct.
@@ -142,9 +145,8 @@ chmod +x "$BUILD/vg-fetch"
 run faults python3 "$HERE/fault_tests.py" "$WORK" "$BUILD/vg-fetch"
 
 # The real erofs-utils (Debian's 1.8.6 and 1.9.x sources with our small
-# patches): mkfs.erofs from oci:// sources, erofsfuse mounting an EROFS
-# image lazily from the registry.
-bash "$HERE/erofs-utils.sh" "$WORK"
+# patches, built above): mkfs.erofs from oci:// sources, erofsfuse
+# mounting an EROFS image lazily from the registry.
 run mkfs-erofs bash "$HERE/mkfs_tests.sh" "$WORK"
 run mount-erofs bash "$HERE/mount_tests.sh" "$WORK"
 
