@@ -9,6 +9,7 @@
  *                            verifies the digest as it streams)
  *   demo url URL             the same through the original 2024 entry
  *                            point, open_oci_registry()
+ *   demo layers REF OPTIONS  an image's layers: digest, size, media type
  */
 #include <errno.h>
 #include <stdio.h>
@@ -135,6 +136,25 @@ int main(int argc, char **argv)
 	if (argc < 3) {
 		fprintf(stderr, "usage: demo tar|stream REF [OPTIONS] | demo url URL\n");
 		return 2;
+	}
+	if (!strcmp(argv[1], "layers")) {
+		struct oci_registry_layer *layers;
+		size_t i, count;
+
+		ret = oci_registry_list_layers(argv[2], argc > 3 ? argv[3] : NULL,
+					       &layers, &count);
+		if (ret) {
+			fprintf(stderr, "demo: list_layers: %s (%d)\n",
+				oci_registry_last_error(), ret);
+			return 1;
+		}
+		for (i = 0; i < count; i++)
+			printf("  layer %zu  %s  %10llu bytes  %s\n", i,
+			       layers[i].digest,
+			       (unsigned long long)layers[i].size,
+			       layers[i].media_type);
+		oci_registry_free_layers(layers, count);
+		return 0;
 	}
 	t0 = now_ms();
 	if (!strcmp(argv[1], "url")) {
