@@ -211,6 +211,36 @@ def main():
          [{"match": BIGBLOB, "method": "GET", "action": "drop_after", "bytes": 60000000}],
          ("ok", BIG_DIGEST), ref=BIG_REF, options="")
 
+    # A pull-through mirror first (the proxy stands for one), then the
+    # registry itself when the mirror fails; and a forward proxy from the
+    # environment (libcurl's http_proxy), which the proxy also serves.
+    def direct(name, options, env_extra, expect_prefix, proxy_used):
+        if os.environ.get("CASES") and os.environ["CASES"] not in name:
+            return
+        ctl("DELETE", "/__proxy/stats")
+        env = dict(os.environ, **env_extra)
+        p = subprocess.run([FETCH, f"{REGISTRY}/{SMALL_REF}", options, "seq"],
+                           capture_output=True, text=True, timeout=300, env=env)
+        out = p.stdout.strip()
+        check(name, out.startswith(expect_prefix), f"got '{out}' {p.stderr[-500:]}")
+        check(f"{name}: no memory errors or leaks", p.returncode != 99, p.stderr[-2000:])
+        seen = [e for e in ctl("GET", "/__proxy/stats")["requests"] if e["listener"] == "proxy"]
+        check(f"{name}: the blob {'came' if proxy_used else 'did not come'} through the proxy",
+              any(e["path"].endswith(SMALL_DIGEST) and e["status"] in (200, 206) for e in seen)
+              == proxy_used, json.dumps(seen[-4:]))
+
+    ctl("PUT", "/__proxy/rules", [])
+    direct("mirror= is tried first", f"insecure,layer=1,mirror={PROXY}", {},
+           f"ok {SMALL_DIGEST} ", True)
+    ctl("PUT", "/__proxy/rules", [{"match": "^/v2/", "action": "status", "code": 503,
+                                   "times": -1}])
+    direct("a failing mirror falls back to the registry",
+           f"insecure,layer=1,retries=0,mirror={PROXY}", {}, f"ok {SMALL_DIGEST} ", False)
+    ctl("PUT", "/__proxy/rules", [])
+    direct("http_proxy from the environment is used", "insecure,layer=1",
+           {"http_proxy": f"http://{PROXY}", "no_proxy": "", "NO_PROXY": ""},
+           f"ok {SMALL_DIGEST} ", True)
+
     ctl("DELETE", "/__proxy/rules")
     print(f"fault tests: {passed} passed, {failed} failed")
     return 1 if failed else 0
