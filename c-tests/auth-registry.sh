@@ -35,7 +35,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start|stop WORKDIR basic-tls|token" >&2
+    echo "usage: $0 start|stop WORKDIR basic-tls|mtls|token" >&2
     exit 2
 }
 
@@ -44,7 +44,7 @@ cmd=$1
 workdir=$2
 mode=$3
 case "$mode" in
-    basic-tls | token) ;;
+    basic-tls | mtls | token) ;;
     *) usage ;;
 esac
 
@@ -52,6 +52,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)
 dir="$workdir/auth-$mode"
+# mtls serves basic-tls's storage: the images pushed there, behind a
+# registry that also wants a client certificate.
+datadir="$dir/data"
+[[ "$mode" == mtls ]] && datadir="$workdir/auth-basic-tls/data"
 envfile="$workdir/auth-$mode.env"
 config="$dir/config.yml"
 reglog="$dir/registry.log"
@@ -140,6 +144,12 @@ settings() {
 
 # --- certificates ------------------------------------------------------------
 
+# basic-tls and mtls (basic-tls that also requires a client certificate
+# signed by the same CA) serve HTTPS.
+is_tls() {
+    [[ "$mode" == basic-tls || "$mode" == mtls ]]
+}
+
 # openssl config with only what we ask for (no distro default extensions).
 write_openssl_cnf() {
     cat >"$dir/ca/openssl.cnf" <<'CNF'
@@ -157,6 +167,12 @@ basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[v3_client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 [v3_signer]
@@ -207,15 +223,20 @@ make_certs() {
     (
         umask 077
         mkdir -p "$dir/ca"
-        if [[ "$mode" == basic-tls ]]; then mkdir -p "$dir/tls"; else mkdir -p "$dir/signer"; fi
+        if is_tls; then mkdir -p "$dir/tls"; else mkdir -p "$dir/signer"; fi
     )
     write_openssl_cnf
     make_ca
-    if [[ "$mode" == basic-tls ]]; then
+    if is_tls; then
         if ! cert_ok "$dir/tls/server.pem" || [[ ! -s "$dir/tls/server.key" ]]; then
             log "issuing server certificate for 127.0.0.1 / localhost"
             issue_cert ec "$dir/tls/server.key" "$dir/tls/server.pem" v3_server \
                 "/O=liboci_registry tests/CN=127.0.0.1"
+        fi
+        if [[ "$mode" == mtls ]] && { ! cert_ok "$dir/tls/client.pem" || [[ ! -s "$dir/tls/client.key" ]]; }; then
+            log "issuing client certificate"
+            issue_cert ec "$dir/tls/client.key" "$dir/tls/client.pem" v3_client \
+                "/O=liboci_registry tests/CN=liboci test client"
         fi
         # skopeo/containers-image --cert-dir: *.crt files are CA certificates.
         mkdir -p "$dir/certs.d"
@@ -288,7 +309,7 @@ log:
     mode: $mode
 storage:
   filesystem:
-    rootdirectory: $dir/data
+    rootdirectory: $datadir
   delete:
     enabled: true
   cache:
@@ -302,11 +323,19 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
 CONF
-        if [[ "$mode" == basic-tls ]]; then
+        if is_tls; then
             cat <<CONF
   tls:
     certificate: $dir/tls/server.pem
     key: $dir/tls/server.key
+CONF
+            if [[ "$mode" == mtls ]]; then
+                cat <<CONF
+    clientcas:
+      - $dir/ca/ca.pem
+CONF
+            fi
+            cat <<CONF
 auth:
   htpasswd:
     realm: $BASIC_REALM
@@ -333,13 +362,14 @@ CONF
 # --- readiness ---------------------------------------------------------------
 
 registry_url() {
-    if [[ "$mode" == basic-tls ]]; then echo "https://$1"; else echo "http://$1"; fi
+    if is_tls; then echo "https://$1"; else echo "http://$1"; fi
 }
 
 # GET /v2/ must answer 401 (authentication required).
 probe_registry() {
-    local code
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+    local code client=()
+    [[ "$mode" == mtls ]] && client=(--cert "$dir/tls/client.pem" --key "$dir/tls/client.key")
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${client[@]}" \
         --cacert "$dir/ca/ca.pem" "$(registry_url "$1")/v2/" 2>/dev/null) || true
     [[ "$code" == "401" ]]
 }
@@ -406,9 +436,13 @@ write_env() {
         echo "AUTH_PASS=$PASS1"
         echo "AUTH_USER2=$USER2"
         echo "AUTH_PASS2=$PASS2"
-        if [[ "$mode" == basic-tls ]]; then
+        if is_tls; then
             echo "AUTH_CA=$dir/ca/ca.pem"
             echo "AUTH_CERT_DIR=$dir/certs.d"
+            if [[ "$mode" == mtls ]]; then
+                echo "AUTH_CLIENT_CERT=$dir/tls/client.pem"
+                echo "AUTH_CLIENT_KEY=$dir/tls/client.key"
+            fi
             echo "AUTH_REALM=$BASIC_REALM"
         else
             echo "AUTH_REFRESH_TOKEN=$REFRESH1"
@@ -434,7 +468,7 @@ stop() {
 
 start() {
     local rpid addr port token_addr=""
-    mkdir -p "$dir/data"
+    mkdir -p "$dir/data" "$datadir"
 
     # Reuse a healthy instance started with the same settings.
     if rpid=$(reg_pid); then
@@ -463,7 +497,7 @@ start() {
 
     make_certs
     rm -f "$envfile"
-    if [[ "$mode" == basic-tls ]]; then
+    if is_tls; then
         make_htpasswd
     else
         start_token_server || { stop; exit 1; }

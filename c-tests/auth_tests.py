@@ -192,6 +192,25 @@ def main():
          ("error", errno.EACCES, "docker-credential-absent"),
          files={"home/.docker/config.json": {"credsStore": "absent"}})
 
+    case("basic: a failure with tls_verify=0 carries the warning", bpriv,
+         f"username={user},password=wrong-pass,tls_verify=0",
+         ("error", errno.EACCES, "tls_verify=0", "credentials were refused"))
+
+    # --- mutual TLS (the same storage behind a registry that wants a
+    # client certificate signed by its CA)
+    mtls_env = os.path.join(WORK, "auth-mtls.env")
+    if os.path.exists(mtls_env):
+        M = env_file(mtls_env)
+        mpriv = f"{M['AUTH_REGISTRY']}/private/app:v1"
+        mca, mcert, mkey = M["AUTH_CA"], M["AUTH_CLIENT_CERT"], M["AUTH_CLIENT_KEY"]
+        case("mtls: cert= and key= read the layer", mpriv,
+             f"username={user},password={pw},ca={mca},cert={mcert},key={mkey}", ("ok", B_PRIV))
+        case("mtls: without a client certificate the error names cert=/key=", mpriv,
+             f"username={user},password={pw},ca={mca}",
+             ("error", errno.ECONNRESET, "client certificate", "cert="))
+        case("mtls: cert= without key= is refused", mpriv, f"ca={mca},cert={mcert}",
+             ("error", errno.EINVAL, "'cert' and 'key' go together"))
+
     # --- token auth
     treg = TOKEN["AUTH_REGISTRY"]
     tpriv, tpub = f"{treg}/private/app:v1", f"{treg}/public/app:v1"

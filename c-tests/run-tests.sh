@@ -39,6 +39,7 @@ run() {
 stop_all() {
 	bash "$HERE/faultproxy.sh" stop "$WORK" >/dev/null 2>&1 || true
 	bash "$HERE/auth-registry.sh" stop "$WORK" basic-tls >/dev/null 2>&1 || true
+	bash "$HERE/auth-registry.sh" stop "$WORK" mtls >/dev/null 2>&1 || true
 	bash "$HERE/auth-registry.sh" stop "$WORK" token >/dev/null 2>&1 || true
 	bash "$HERE/registry.sh" stop "$WORK" >/dev/null
 }
@@ -153,6 +154,7 @@ run mount-erofs bash "$HERE/mount_tests.sh" "$WORK"
 # The same registry with htpasswd + TLS (private CA), and with token auth
 # (short-lived tokens, to see them renewed).
 bash "$HERE/auth-registry.sh" start "$WORK" basic-tls >/dev/null
+bash "$HERE/auth-registry.sh" start "$WORK" mtls >/dev/null
 TOKEN_EXPIRES_IN=4 bash "$HERE/auth-registry.sh" start "$WORK" token >/dev/null
 python3 "$HERE/push_auth_fixtures.py" --work "$WORK" --mode basic-tls >/dev/null
 python3 "$HERE/push_auth_fixtures.py" --work "$WORK" --mode token >/dev/null

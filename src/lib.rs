@@ -79,8 +79,15 @@ pub fn open_reference(reference: &str, options: Option<&str>) -> Result<Source> 
             Err(e) => errors.push(format!("mirror {m}: {}", e.message())),
         }
     }
-    let registry = Registry::connect(&r, &pol).map_err(|e| with_mirrors(e, &errors))?;
-    open_on(Arc::new(registry), &r, &opts).map_err(|e| with_mirrors(e, &errors))
+    let warn = |e: crate::error::Error| {
+        if opts.tls_verify || e.message().contains("tls_verify=0") {
+            e
+        } else {
+            e.context("warning: TLS verification is off (tls_verify=0)")
+        }
+    };
+    let registry = Registry::connect(&r, &pol).map_err(|e| warn(with_mirrors(e, &errors)))?;
+    open_on(Arc::new(registry), &r, &opts).map_err(|e| warn(with_mirrors(e, &errors)))
 }
 
 /// What the options ask for, from one registry.

@@ -130,7 +130,16 @@ impl Registry {
                     last = Some(e);
                     continue;
                 }
-                Err(e) => return Err(tls_hint(e, policy)),
+                Err(e) => {
+                    let e = tls_hint(e, policy);
+                    let no_cert = policy.tls.as_ref().is_none_or(|t| t.cert.is_none());
+                    if *scheme == "https" && e.errno() == libc::ECONNRESET && no_cert {
+                        return Err(e.context(
+                            "the TLS connection was closed (if the registry wants a client certificate, pass the cert= and key= options)",
+                        ));
+                    }
+                    return Err(e);
+                }
                 Ok(resp) => {
                     if r.scheme == Scheme::Auto && is_loopback(&r.registry) {
                         let mut plain = PLAIN_HTTP_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
