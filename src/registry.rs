@@ -132,7 +132,7 @@ impl Registry {
                 }
                 Err(e) => {
                     let e = tls_hint(e, policy);
-                    let no_cert = policy.tls.as_ref().is_none_or(|t| t.cert.is_none());
+                    let no_cert = !policy.tls.as_ref().is_some_and(|t| t.cert.is_some());
                     if *scheme == "https" && e.errno() == libc::ECONNRESET && no_cert {
                         return Err(e.context(
                             "the TLS connection was closed (if the registry wants a client certificate, pass the cert= and key= options)",
