@@ -573,6 +573,65 @@ for chunk in 32768 1048576; do
 	fi
 done
 
+# ---- 7. mkfs.erofs from the registry ----
+
+# best_of NAME CMD...: best wall time and its peak RSS over ROUNDS runs of
+# CMD (each a fresh process); sets BEST_S and BEST_KIB, empty on failure.
+best_of() {
+	local name=$1 i s kib
+	shift
+	BEST_S=
+	BEST_KIB=
+	for ((i = 1; i <= ROUNDS; i++)); do
+		/usr/bin/time -o "$tmp/$name.time" -f "%e %M" "$@" >/dev/null 2>"$tmp/$name.err" || return 1
+		read -r s kib <"$tmp/$name.time"
+		if [[ -z $BEST_S ]] || awk -v a="$s" -v b="$BEST_S" 'BEGIN { exit !(a < b) }'; then
+			BEST_S=$s
+			BEST_KIB=$kib
+		fi
+	done
+}
+
+echo
+echo "7. mkfs.erofs --tar=f of a 235 MiB tar layer from the registry (best of $ROUNDS, wall time and peak RSS)"
+mkfs_ours="$WORK/bin/mkfs.erofs-1.9"
+mkfs_ref="$WORK/erofs-ref-build/mkfs/mkfs.erofs"
+if ! bash "$HERE/erofs-utils.sh" "$WORK" >"$tmp/erofs-utils.log" 2>&1 || [[ ! -x $mkfs_ours ]]; then
+	judge "" le 1
+	echo "  NOT MEASURED: the patched erofs-utils did not build ($(tail -n 1 "$tmp/erofs-utils.log"))"
+elif ! python3 "$HERE/push_erofs_fixture.py" --registry "$REGISTRY" --work "$WORK" >"$tmp/erofs-fixture.log" 2>&1; then
+	judge "" le 1
+	echo "  NOT MEASURED: the tar fixture could not be pushed ($(tail -n 1 "$tmp/erofs-fixture.log"))"
+else
+	tar_digest=$(awk '$1 == "tar" { print $3; exit }' "$WORK/erofs-fixture.txt")
+	tar_blob="$WORK/blobs/sha256/${tar_digest#sha256:}"
+	tgz="$WORK/tree-tar.tar.gz"
+	[[ -s $tgz && $tgz -nt $tar_blob ]] || gzip -1 -c "$tar_blob" >"$tgz"
+	best_of mkfs_ours "$mkfs_ours" --quiet --tar=f "$tmp/ours.img" \
+		"oci://$REGISTRY/erofs/tree-tar:v1?layer=0,platform=linux/amd64"
+	o_s=$BEST_S o_kib=$BEST_KIB
+	printf '  %-52s %7s s %8s KiB\n' "liboci_registry: mkfs.erofs --tar=f oci://…" "${o_s:-failed}" "${o_kib:--}"
+	best_of mkfs_local "$mkfs_ours" --quiet --tar=f --ungzip "$tmp/local.img" "$tgz"
+	l_s=$BEST_S l_kib=$BEST_KIB
+	printf '  %-52s %7s s %8s KiB\n' "mkfs.erofs --tar=f --ungzip of a local .tar.gz" "${l_s:-failed}" "${l_kib:--}"
+	if [[ -x $mkfs_ref ]]; then
+		best_of mkfs_ref "$mkfs_ref" --quiet --oci=f,insecure,platform=linux/amd64 "$tmp/ref.img" \
+			"$REGISTRY/erofs/tree-tar:v1"
+		r_s=$BEST_S r_kib=$BEST_KIB
+		printf '  %-52s %7s s %8s KiB\n' "erofs-utils ${ref_version:-1.9} mkfs.erofs --oci=f" "${r_s:-failed}" "${r_kib:--}"
+		r=$(div "$o_s" "$r_s")
+		judge "$r" le 1.0
+		printf '  ratio %s (ours / erofs-utils --oci=f, target <= 1.00) %s\n' "${r:-n/a}" "$V"
+	else
+		judge "" le 1
+		echo "  erofs-utils --oci=f: NOT MEASURED ($mkfs_ref was not built: see erofs-ref.sh)"
+	fi
+	r=$(div "$o_s" "$l_s")
+	judge "$r" le 1.0
+	printf '  ratio %s (ours / local .tar.gz, goal <= 1.00) %s\n' "${r:-n/a}" "$V"
+	rm -f "$tmp/ours.img" "$tmp/local.img" "$tmp/ref.img"
+fi
+
 echo
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$REGISTRY/v2/" 2>/dev/null)
 [[ $code == 200 ]] ||

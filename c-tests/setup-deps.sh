@@ -17,6 +17,7 @@ packages=(
     curl
     openssl
     dpkg-dev
+    time
 )
 
 missing=()
