@@ -2,12 +2,12 @@
 //! every transfer; callers talk to it over a channel and wait on the
 //! transfer's shared state.
 //!
-//! A transfer's body goes into a bounded buffer. When the buffer is full
-//! the write callback pauses the transfer (`WriteError::Pause`); the
-//! reader asks the I/O thread to resume it once it has drained half of
-//! the buffer. Memory per transfer is therefore bounded by its buffer,
-//! whatever the size of the blob. Digests are computed on the I/O thread
-//! as bytes arrive, so the caller's thread does not pay for hashing.
+//! A transfer's 2xx body goes either to a `BodyTarget` (blob reads: the
+//! block cache, which pauses the transfer at its readahead window) or
+//! into the transfer's own bounded buffer (manifests, tokens); a full
+//! buffer pauses the transfer (`WriteError::Pause`) until the reader has
+//! drained half of it. Work a target hands on (hashing, publishing
+//! blocks) runs on the post thread, so the I/O thread keeps receiving.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,7 +20,6 @@ use curl::easy::{Easy2, Handler, HttpVersion, List, WriteError};
 use curl::multi::{Easy2Handle, Multi, MultiWaker};
 use once_cell::sync::Lazy;
 
-use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 
 /// Largest error body kept for a message.
@@ -105,10 +104,6 @@ pub struct Request {
     pub buffer: usize,
     /// A 2xx body longer than this is an error.
     pub max_body: Option<u64>,
-    /// A 2xx body must be exactly this long.
-    pub expect_len: Option<u64>,
-    /// Hash the 2xx body and check it against this digest.
-    pub verify: Option<Digest>,
     /// What the request is for, for messages ("fetch manifest").
     pub step: &'static str,
     pub timeouts: Timeouts,
@@ -129,8 +124,6 @@ impl Request {
             follow: false,
             buffer: 1 << 20,
             max_body: None,
-            expect_len: None,
-            verify: None,
             step,
             timeouts: Timeouts::default(),
             tls: None,
@@ -220,9 +213,6 @@ struct Sink {
     skip: u64,
     received: u64,
     max_body: Option<u64>,
-    expect_len: Option<u64>,
-    hasher: Option<Hasher>,
-    expected_digest: Option<Digest>,
     failure: Option<Error>,
     target: Option<Box<dyn BodyTarget>>,
     method: Method,
@@ -339,22 +329,12 @@ impl Handler for Sink {
         }
         drop(st);
         let total = self.received + body.len() as u64;
-        let limit = self.max_body.or(self.expect_len);
-        if let Some(limit) = limit {
+        if let Some(limit) = self.max_body {
             if total > limit {
-                let what = if self.expect_len.is_some() {
-                    "longer than its descriptor says"
-                } else {
-                    "too large"
-                };
                 self.fail(Error::new(
-                    if self.expect_len.is_some() {
-                        libc::EBADMSG
-                    } else {
-                        libc::EFBIG
-                    },
+                    libc::EFBIG,
                     format!(
-                        "{}: {} {}: response body is {what} (more than {limit} bytes)",
+                        "{}: {} {}: response body is too large (more than {limit} bytes)",
                         self.step,
                         self.method.as_str(),
                         crate::error::redact_url(&self.url)
@@ -380,9 +360,6 @@ impl Handler for Sink {
             return Ok(data.len());
         }
         self.skip -= skip as u64;
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(body);
-        }
         self.received = total;
         let mut st = self.shared.lock();
         st.data.extend(body);
@@ -604,9 +581,6 @@ impl Transport {
             skip: 0,
             received: 0,
             max_body: req.max_body,
-            expect_len: req.expect_len,
-            hasher: req.verify.as_ref().map(|d| Hasher::new(d.algorithm())),
-            expected_digest: req.verify.clone(),
             failure: None,
             target,
             method: req.method,
@@ -850,11 +824,6 @@ impl Transfer {
         self.ask_unpause(&mut st);
     }
 
-    /// Has the transfer ended?
-    pub fn is_done(&self) -> bool {
-        self.shared.lock().done.is_some()
-    }
-
     /// Reads body bytes: blocks until some are there, returns 0 at the
     /// end of a successful body, and the transfer's error otherwise.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
@@ -886,31 +855,6 @@ impl Transfer {
             self.ask_unpause(&mut st);
             st = self.wait(st)?;
         }
-    }
-
-    /// Drops up to `n` body bytes; returns how many were dropped (fewer
-    /// only at the end of the body).
-    pub fn skip(&mut self, mut n: u64) -> Result<u64> {
-        let want = n;
-        let mut st = self.shared.lock();
-        while n > 0 {
-            if !st.data.is_empty() {
-                let k = (st.data.len() as u64).min(n) as usize;
-                st.data.drain(..k);
-                n -= k as u64;
-                if st.data.len() <= st.cap / 2 {
-                    self.ask_unpause(&mut st);
-                }
-                continue;
-            }
-            if let Some(done) = &st.done {
-                done.clone()?;
-                break;
-            }
-            self.ask_unpause(&mut st);
-            st = self.wait(st)?;
-        }
-        Ok(want - n)
     }
 }
 
@@ -959,36 +903,6 @@ fn outcome(sink: &mut Sink, res: std::result::Result<(), curl::Error>) -> Result
             );
         }
         return Ok(());
-    }
-    if sink.method == Method::Head {
-        return Ok(());
-    }
-    if let Some(len) = sink.expect_len {
-        if sink.received != len {
-            return Err(Error::new(
-                libc::EIO,
-                format!(
-                    "{}: {} {}: body ended after {} of {len} bytes",
-                    sink.step,
-                    sink.method.as_str(),
-                    crate::error::redact_url(&sink.url),
-                    sink.received
-                ),
-            ));
-        }
-    }
-    if let (Some(h), Some(want)) = (sink.hasher.take(), sink.expected_digest.as_ref()) {
-        let got = h.finish();
-        if &got != want {
-            return Err(Error::new(
-                libc::EBADMSG,
-                format!(
-                    "{}: {}: digest mismatch: expected {want}, got {got}",
-                    sink.step,
-                    crate::error::redact_url(&sink.url)
-                ),
-            ));
-        }
     }
     Ok(())
 }
