@@ -293,6 +293,35 @@ fn clamp_len(len: usize) -> usize {
     len.min(isize::MAX as usize)
 }
 
+/// What read and pread share: the handle and buffer checks, the byte count
+/// or the negative errno.
+///
+/// # Safety
+/// `vf` is NULL or a vfile; `buf` is valid for `len` bytes.
+unsafe fn read_into(
+    vf: *mut erofs_vfile,
+    buf: *mut c_void,
+    len: usize,
+    what: &str,
+    read: impl FnOnce(&Handle, &mut [u8]) -> Result<usize, Error>,
+) -> isize {
+    let h = match handle(vf) {
+        Ok(h) => h,
+        Err(e) => return fail(&e) as isize,
+    };
+    if buf.is_null() && len > 0 {
+        return fail(&Error::invalid(format!("{what}: NULL buffer"))) as isize;
+    }
+    if len == 0 {
+        return 0;
+    }
+    let out = std::slice::from_raw_parts_mut(buf as *mut u8, clamp_len(len));
+    match read(h, out) {
+        Ok(n) => n as isize,
+        Err(e) => fail(&e) as isize,
+    }
+}
+
 /// oci_registry_read() - read at the vfile's offset and advance it
 /// @vf: an open vfile
 /// @buf: destination
@@ -313,25 +342,12 @@ pub unsafe extern "C" fn oci_registry_read(
     len: usize,
 ) -> libc::ssize_t {
     guard(-libc::EIO as isize, || {
-        let h = match handle(vf) {
-            Ok(h) => h,
-            Err(e) => return fail(&e) as isize,
-        };
-        if buf.is_null() && len > 0 {
-            return fail(&Error::invalid("read: NULL buffer")) as isize;
-        }
-        if len == 0 {
-            return 0;
-        }
-        let out = std::slice::from_raw_parts_mut(buf as *mut u8, clamp_len(len));
-        let mut off = h.offset.lock().unwrap_or_else(|e| e.into_inner());
-        match h.blob.read_at(out, *off, true) {
-            Ok(n) => {
-                *off += n as u64;
-                n as isize
-            }
-            Err(e) => fail(&e) as isize,
-        }
+        read_into(vf, buf, len, "read", |h, out| {
+            let mut off = h.offset.lock().unwrap_or_else(|e| e.into_inner());
+            let n = h.blob.read_at(out, *off, true)?;
+            *off += n as u64;
+            Ok(n)
+        })
     })
 }
 
@@ -356,21 +372,9 @@ pub unsafe extern "C" fn oci_registry_pread(
     offset: u64,
 ) -> libc::ssize_t {
     guard(-libc::EIO as isize, || {
-        let h = match handle(vf) {
-            Ok(h) => h,
-            Err(e) => return fail(&e) as isize,
-        };
-        if buf.is_null() && len > 0 {
-            return fail(&Error::invalid("pread: NULL buffer")) as isize;
-        }
-        if len == 0 {
-            return 0;
-        }
-        let out = std::slice::from_raw_parts_mut(buf as *mut u8, clamp_len(len));
-        match h.blob.read_at(out, offset, false) {
-            Ok(n) => n as isize,
-            Err(e) => fail(&e) as isize,
-        }
+        read_into(vf, buf, len, "pread", |h, out| {
+            h.blob.read_at(out, offset, false)
+        })
     })
 }
 
