@@ -24,6 +24,7 @@
 //! `verify=full` fetches and verifies the whole blob at open.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::cache::{Block, BlockCache};
@@ -43,6 +44,9 @@ pub struct ReadConfig {
     pub readahead: usize,
     pub verify: Verify,
     pub retries: u32,
+    /// Where blocks evicted from memory go (no `cache_dir`).
+    pub spill: Option<std::path::PathBuf>,
+    pub fill: bool,
 }
 
 impl ReadConfig {
@@ -54,6 +58,8 @@ impl ReadConfig {
             readahead: o.readahead,
             verify: o.verify,
             retries: o.retries,
+            spill: o.spill.dir(),
+            fill: o.fill,
         }
     }
 }
@@ -102,6 +108,8 @@ struct Fetch {
     tail: Option<Block>,
     /// Open-ended, paced by the readahead window.
     readahead: bool,
+    /// The background fill of the rest of the blob.
+    fill: bool,
     transfer: Option<Transfer>,
     phase: Phase,
     attempts: u32,
@@ -125,6 +133,13 @@ struct State {
     seq_streak: u32,
     /// Runs fetched for random (not sequential) reads so far.
     random_misses: u64,
+    /// Blocks those runs asked for.
+    random_blocks: u64,
+    /// The background fill has been started.
+    filling: bool,
+    /// Blocks the memory cache let go, to be written to the spill file
+    /// (if any) outside the lock, then reused.
+    evicted: Vec<(u64, Block)>,
     /// The block a sequential reader is at: readahead runs to here plus
     /// the window, then pauses.
     hint: u64,
@@ -141,6 +156,9 @@ struct Inner {
     st: Mutex<State>,
     cond: Condvar,
     chain: Mutex<Chain>,
+    /// Where the running hash stands (`Chain::next`), readable under the
+    /// state lock; u64::MAX when nothing is being hashed.
+    hashed_to: AtomicU64,
     size: u64,
     block: u64,
     window: u64,
@@ -178,7 +196,9 @@ impl Inner {
                 h.update(&block);
             }
             ch.next += block.len() as u64;
+            self.hashed_to.store(ch.next, Ordering::Relaxed);
             if ch.next >= self.size {
+                self.hashed_to.store(u64::MAX, Ordering::Relaxed);
                 let got = ch.hasher.take().map(Hasher::finish);
                 let verdict = match got {
                     Some(got) if got == self.digest => Ok(()),
@@ -229,21 +249,25 @@ impl Inner {
     /// cache, except the blob's last block of a fetch to the end, held
     /// back until the transfer has ended cleanly.
     fn publish(&self, id: u64, gen: u64, blocks: Vec<(u64, Block)>, reached_end: bool) {
+        let kept = self.disk.as_ref().filter(|d| d.persistent());
         for (idx, b) in &blocks {
             self.offer_hash(*idx, b);
-            if let Some(d) = &self.disk {
+            if let Some(d) = kept {
                 d.write_block(*idx, b);
             }
         }
         if reached_end {
-            if let Some(d) = &self.disk {
+            if let Some(d) = kept {
                 d.promote_if_complete();
             }
         }
         let bs = self.block;
         let last = self.nblocks() - 1;
         let mut st = self.lock();
-        let to_eof = st.fetches.get(&id).is_some_and(|f| f.end_off == self.size);
+        let (to_eof, fill) = st
+            .fetches
+            .get(&id)
+            .map_or((false, false), |f| (f.end_off == self.size, f.fill));
         let mut visible = None;
         let mut tail = None;
         for (idx, b) in blocks {
@@ -252,8 +276,12 @@ impl Inner {
                 continue;
             }
             visible = Some(idx * bs + b.len() as u64);
-            let gone = st.cache.insert(idx, b);
-            st.recycle(gone);
+            if !fill {
+                st.keep(idx, b, false);
+            } else if !st.cache.contains(idx) && !self.disk.as_ref().is_some_and(|d| d.has(idx)) {
+                // Nobody asked for it yet: in passing to the spill file.
+                st.keep(idx, b, true);
+            }
         }
         if let Some(f) = st.fetches.get_mut(&id) {
             if let Some(v) = visible {
@@ -268,13 +296,34 @@ impl Inner {
             }
         }
         drop(st);
+        self.flush_spill();
         self.cond.notify_all();
+    }
+
+    /// Writes the blocks the memory cache evicted to the spill file,
+    /// then keeps their buffers for reuse. Called without the lock.
+    fn flush_spill(&self) {
+        let gone = std::mem::take(&mut self.lock().evicted);
+        if gone.is_empty() {
+            return;
+        }
+        if let Some(d) = self.disk.as_ref().filter(|d| !d.persistent()) {
+            for (idx, b) in &gone {
+                d.write_block(*idx, b);
+            }
+        }
+        self.lock().recycle(gone.into_iter().map(|(_, b)| b));
     }
 
     /// The outcome of a fetch attempt.
     fn conclude(&self, id: u64, gen: u64, outcome: Result<()>) {
         let mut st = self.lock();
-        let State { fetches, cache, .. } = &mut *st;
+        let State {
+            fetches,
+            cache,
+            evicted,
+            ..
+        } = &mut *st;
         if let Some(f) = fetches.get_mut(&id) {
             if f.gen == gen && !matches!(f.phase, Phase::Done) {
                 let all_in = f.next_off == f.end_off;
@@ -285,7 +334,7 @@ impl Inner {
                 };
                 if accept {
                     if let Some(t) = f.tail.take() {
-                        cache.insert(self.nblocks() - 1, t);
+                        evicted.extend(cache.insert(self.nblocks() - 1, t));
                     }
                     f.visible_off = f.end_off;
                     f.phase = Phase::Done;
@@ -309,13 +358,25 @@ impl Inner {
             }
         }
         drop(st);
+        self.flush_spill();
         self.cond.notify_all();
     }
 }
 
 impl State {
+    /// Puts a block in the memory cache (`cold`: as the first to go);
+    /// what that evicts waits for `flush_spill`.
+    fn keep(&mut self, idx: u64, b: Block, cold: bool) {
+        let gone = if cold {
+            self.cache.insert_cold(idx, b)
+        } else {
+            self.cache.insert(idx, b)
+        };
+        self.evicted.extend(gone);
+    }
+
     /// Keeps buffers of blocks nobody holds any more, for reuse.
-    fn recycle(&mut self, blocks: Vec<Block>) {
+    fn recycle(&mut self, blocks: impl IntoIterator<Item = Block>) {
         for b in blocks {
             if self.pool.len() >= POOL_MAX {
                 break;
@@ -425,9 +486,14 @@ impl Blob {
     pub fn new(registry: Arc<Registry>, desc: BlobDesc, cfg: ReadConfig) -> Result<Blob> {
         let url = registry.blob_url(&desc.digest);
         let block = cfg.block as u64;
-        let disk = match &cfg.cache_dir {
-            Some(dir) => Some(DiskCache::open(dir, &desc.digest, desc.size, block)?),
-            None => None,
+        let disk = match (&cfg.cache_dir, &cfg.spill) {
+            (Some(dir), _) => Some(DiskCache::open(dir, &desc.digest, desc.size, block)?),
+            // A blob the memory cache cannot hold spills evicted blocks
+            // to a private file; without one they are fetched again.
+            (None, Some(dir)) if desc.size > cfg.cache_mem as u64 => {
+                DiskCache::spill(dir, &desc.digest, desc.size, block).ok()
+            }
+            _ => None,
         };
         // A complete blob in the disk cache was verified when it got there.
         let verify = cfg.verify != Verify::None && !disk.as_ref().is_some_and(|d| d.is_complete());
@@ -439,6 +505,9 @@ impl Blob {
                 seq_end: u64::MAX,
                 seq_streak: 0,
                 random_misses: 0,
+                random_blocks: 0,
+                filling: false,
+                evicted: Vec::new(),
                 hint: 0,
                 no_ranges: false,
                 poisoned: None,
@@ -451,6 +520,7 @@ impl Blob {
                 hasher: verify.then(|| Hasher::new(desc.digest.algorithm())),
                 verdict: None,
             }),
+            hashed_to: AtomicU64::new(if verify { 0 } else { u64::MAX }),
             size: desc.size,
             block,
             window: (cfg.readahead as u64).div_ceil(block).max(1),
@@ -492,7 +562,8 @@ impl Blob {
     /// `verify=full`: the whole blob into the cache and checked before
     /// any byte is served.
     fn verify_full(&self) -> Result<()> {
-        if self.desc.size as usize > self.cfg.cache_mem && self.inner.disk.is_none() {
+        let kept = self.inner.disk.as_ref().is_some_and(|d| d.persistent());
+        if self.desc.size as usize > self.cfg.cache_mem && !kept {
             return Err(Error::invalid(format!(
                 "verify=full: the blob ({} bytes) does not fit cache_mem ({} bytes); raise cache_mem or give cache_dir",
                 self.desc.size, self.cfg.cache_mem
@@ -532,7 +603,7 @@ impl Blob {
                 let end = f.end_off.div_ceil(bs);
                 k >= first
                     && k < end
-                    && (!f.readahead || st.no_ranges || k <= first + self.inner.window)
+                    && (!(f.readahead || f.fill) || st.no_ranges || k <= first + self.inner.window)
             })
             .map(|(id, _)| *id)
             .next()
@@ -553,6 +624,7 @@ impl Blob {
                 partial: Vec::new(),
                 tail: None,
                 readahead,
+                fill: false,
                 transfer: None,
                 phase: Phase::Starting,
                 attempts: 0,
@@ -689,7 +761,7 @@ impl Blob {
                     // Drop-behind: a streaming reader is done with it, so
                     // streaming costs the readahead window, not the cache.
                     if let Some(old) = st.cache.remove(k) {
-                        st.recycle(vec![old]);
+                        st.recycle([old]);
                     }
                 }
                 if missed == k {
@@ -703,6 +775,24 @@ impl Blob {
                 st.cache.misses += 1;
             }
             if let Some(d) = inner.disk.as_ref().filter(|d| d.has(k)) {
+                if !d.persistent() || d.is_complete() {
+                    // Read just the bytes wanted from the file (its page
+                    // cache is the cache): a spill file, or a complete
+                    // blob of cache_dir, verified when it got there.
+                    let blk_off = k * bs;
+                    let from = off.max(blk_off);
+                    let to = (off + len as u64).min((blk_off + bs).min(size));
+                    let n = (to - from) as usize;
+                    drop(st);
+                    let ok = d.read_into(from, &mut buf[copied..copied + n]);
+                    st = inner.lock();
+                    if ok {
+                        st.stats.disk_hits += 1;
+                        copied += n;
+                        k += 1;
+                        continue;
+                    }
+                }
                 drop(st);
                 let got = d.read_block(k).map(|v| Arc::new(v) as Block);
                 if let Some(b) = &got {
@@ -711,8 +801,7 @@ impl Blob {
                 st = inner.lock();
                 if let Some(b) = got {
                     st.stats.disk_hits += 1;
-                    let gone = st.cache.insert(k, b);
-                    st.recycle(gone);
+                    st.keep(k, b, false);
                     continue;
                 }
             }
@@ -786,6 +875,7 @@ impl Blob {
         st.fetches.retain(|_, f| !matches!(f.phase, Phase::Done));
         st.stats.bytes_served += copied as u64;
         drop(st);
+        inner.flush_spill();
         if off + len as u64 == size && self.cfg.verify != Verify::None {
             self.check_end()?;
         }
@@ -828,9 +918,12 @@ impl Blob {
             // bytes, is what costs): 1 block, then 2 after 16 such misses,
             // then 4 after 32.
             // Only where what is fetched stays (the blob fits the memory
-            // cache, or there is a disk cache): else bigger units would
-            // push out more than they bring.
-            let keeps = self.inner.disk.is_some() || self.inner.size <= self.cfg.cache_mem as u64;
+            // cache, or there is a cache_dir): else bigger units would
+            // push out more than they bring. (A spill file keeps blocks
+            // too, but a reader of scattered metadata, a filesystem being
+            // listed, would pay for neighbours it never reads.)
+            let keeps = self.inner.disk.as_ref().is_some_and(|d| d.persistent())
+                || self.inner.size <= self.cfg.cache_mem as u64;
             let unit = if keeps {
                 1u64 << (st.random_misses / 16).min(2)
             } else {
@@ -851,15 +944,50 @@ impl Blob {
                 }
             }
             st.random_misses += 1;
+            st.random_blocks += hi - lo;
             launches.push(self.new_fetch(st, lo, hi, false));
             planned += hi - lo;
             k = e + 1;
+            launches.extend(self.maybe_fill(st));
         }
         if seq && b1 + 1 < nblocks && missing(st, b1 + 1) {
             self.drop_readahead(st, b1 + 1);
             launches.push(self.new_fetch(st, b1 + 1, nblocks, true));
         }
         launches
+    }
+
+    /// Background fill: once random reads have asked for a quarter of
+    /// the blob's blocks, the rest is likely wanted too, and one streaming
+    /// GET of it costs less than the round trips of its blocks one by one
+    /// (as stargz/SOCI snapshotters fetch whole layers in the background).
+    /// Only where the blocks stay (the memory cache holds the blob, or a
+    /// spill file or cache_dir takes what it evicts). It starts where the
+    /// running hash stands, so the whole blob ends up verified.
+    fn maybe_fill(&self, st: &mut State) -> Option<u64> {
+        let inner = &self.inner;
+        let n = inner.nblocks();
+        let holds = inner.disk.is_some() || inner.size <= self.cfg.cache_mem as u64;
+        if !self.cfg.fill
+            || st.filling
+            || st.no_ranges
+            || !holds
+            || n < 8
+            || st.random_blocks * 4 < n
+        {
+            return None;
+        }
+        st.filling = true;
+        let have = |k: u64| st.cache.contains(k) || inner.disk.as_ref().is_some_and(|d| d.has(k));
+        let start = match inner.hashed_to.load(Ordering::Relaxed) {
+            u64::MAX => (0..n).find(|k| !have(*k))?,
+            at => at / inner.block,
+        };
+        let id = self.new_fetch(st, start, n, false);
+        if let Some(f) = st.fetches.get_mut(&id) {
+            f.fill = true;
+        }
+        Some(id)
     }
 
     /// Most blocks one read fetches at once: half the cache.

@@ -51,35 +51,41 @@ impl BlockCache {
         self.blocks.contains_key(&idx)
     }
 
-    /// Adds a block, then evicts the least recently used others while
-    /// over budget; returns what left.
-    pub fn insert(&mut self, idx: u64, data: Block) -> Vec<Block> {
-        let mut gone = Vec::new();
+    /// Adds a block as the most recently used, then evicts the least
+    /// recently used others while over budget; returns what left (with
+    /// the block numbers; a replaced block of the same number too).
+    pub fn insert(&mut self, idx: u64, data: Block) -> Vec<(u64, Block)> {
         self.tick += 1;
+        self.put(idx, data, self.tick, false)
+    }
+
+    /// Adds a block nobody has asked for yet (background fill) as the
+    /// least recently used: when the cache is full it is the first to go,
+    /// itself included, rather than a block a reader uses.
+    pub fn insert_cold(&mut self, idx: u64, data: Block) -> Vec<(u64, Block)> {
+        self.put(idx, data, 0, true)
+    }
+
+    fn put(&mut self, idx: u64, data: Block, used: u64, may_evict_self: bool) -> Vec<(u64, Block)> {
+        let mut gone = Vec::new();
         let len = data.len();
-        if let Some(old) = self.blocks.insert(
-            idx,
-            Entry {
-                data,
-                used: self.tick,
-            },
-        ) {
+        if let Some(old) = self.blocks.insert(idx, Entry { data, used }) {
             self.bytes -= old.data.len();
-            gone.push(old.data);
+            gone.push((idx, old.data));
         }
         self.bytes += len;
         while self.bytes > self.cap && self.blocks.len() > 1 {
             let victim = self
                 .blocks
                 .iter()
-                .filter(|(k, _)| **k != idx)
-                .min_by_key(|(_, e)| e.used)
+                .filter(|(k, _)| may_evict_self || **k != idx)
+                .min_by_key(|(k, e)| (e.used, **k != idx))
                 .map(|(k, _)| *k);
             match victim {
                 Some(k) => {
                     if let Some(e) = self.blocks.remove(&k) {
                         self.bytes -= e.data.len();
-                        gone.push(e.data);
+                        gone.push((k, e.data));
                     }
                 }
                 None => break,
@@ -121,5 +127,26 @@ mod tests {
         assert_eq!(c.bytes(), 30);
         c.insert(3, blk(5));
         assert_eq!(c.bytes(), 25);
+        // Evicted blocks come back with their numbers.
+        let gone = c.insert(4, blk(10));
+        assert_eq!(gone.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn cold_blocks_leave_first() {
+        let mut c = BlockCache::new(2 * 10);
+        c.insert(0, blk(10));
+        c.insert(1, blk(10));
+        // Full: a cold block goes at once, the readers' blocks stay.
+        let gone = c.insert_cold(7, blk(10));
+        assert_eq!(gone.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![7]);
+        assert!(c.contains(0) && c.contains(1) && !c.contains(7));
+        // With room it stays, and is the first victim after that.
+        let mut c = BlockCache::new(3 * 10);
+        c.insert(0, blk(10));
+        c.insert_cold(7, blk(10));
+        c.insert(1, blk(10));
+        let gone = c.insert(2, blk(10));
+        assert_eq!(gone.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![7]);
     }
 }

@@ -10,6 +10,10 @@
 //! (every writer writes the same bytes: the content is addressed by its
 //! digest), and the map is updated under an exclusive flock; promotion is
 //! an atomic rename. Several processes may use one directory at once.
+//!
+//! The same type also serves as the *spill file* of one open blob (the
+//! `spill=` option): an unlinked temporary file that holds the blocks the
+//! memory cache evicts, gone with the last descriptor, never promoted.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -21,6 +25,8 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 
 pub struct DiskCache {
+    /// `cache_dir=` (shared, kept) rather than a private spill file.
+    persistent: bool,
     digest: Digest,
     size: u64,
     block: u64,
@@ -79,6 +85,7 @@ impl DiskCache {
         let map_path = partial.join(format!("{hex}.{block}.map"));
         let nblocks = size.div_ceil(block) as usize;
         let cache = DiskCache {
+            persistent: true,
             digest: digest.clone(),
             size,
             block,
@@ -97,6 +104,34 @@ impl DiskCache {
         Ok(cache)
     }
 
+    /// A private spill file for a blob of `size` bytes in `dir`: created
+    /// unlinked (O_TMPFILE, or created and removed at once), so nothing is
+    /// left behind whatever happens to the process.
+    pub fn spill(dir: &Path, digest: &Digest, size: u64, block: u64) -> Result<DiskCache> {
+        let data = tmpfile(dir).map_err(|e| io_err("cannot create a spill file in", dir, e))?;
+        Ok(DiskCache {
+            persistent: false,
+            digest: digest.clone(),
+            size,
+            block,
+            complete: PathBuf::new(),
+            data_path: PathBuf::new(),
+            map_path: PathBuf::new(),
+            inner: Mutex::new(Files {
+                whole: None,
+                data: Some(data),
+                map: None,
+                present: vec![0; size.div_ceil(block) as usize],
+                promoted: false,
+            }),
+        })
+    }
+
+    /// A `cache_dir=` cache (not a spill file).
+    pub fn persistent(&self) -> bool {
+        self.persistent
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Files> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -104,7 +139,7 @@ impl DiskCache {
     /// Looks again at what is on disk (another process may have added).
     fn refresh(&self) -> Result<()> {
         let mut f = self.lock();
-        if f.whole.is_some() {
+        if f.whole.is_some() || !self.persistent {
             return Ok(());
         }
         if let Ok(file) = File::open(&self.complete) {
@@ -164,6 +199,25 @@ impl DiskCache {
         Some(buf)
     }
 
+    /// Reads `buf.len()` bytes at blob offset `off`, all in one block the
+    /// file has; false if it has not.
+    pub fn read_into(&self, off: u64, buf: &mut [u8]) -> bool {
+        let f = self.lock();
+        let idx = off / self.block;
+        if f.whole.is_none() && f.present.get(idx as usize) != Some(&1) {
+            return false;
+        }
+        let Some(file) = f.whole.as_ref().or(f.data.as_ref()) else {
+            return false;
+        };
+        // Reads of one file need no lock of ours: a clone of the handle.
+        let Ok(file) = file.try_clone() else {
+            return false;
+        };
+        drop(f);
+        file.read_exact_at(buf, off).is_ok()
+    }
+
     pub fn has(&self, idx: u64) -> bool {
         let f = self.lock();
         f.whole.is_some() || f.present.get(idx as usize) == Some(&1)
@@ -175,13 +229,13 @@ impl DiskCache {
         if f.whole.is_some() || f.present.get(idx as usize) == Some(&1) {
             return;
         }
-        let (Some(file), Some(map)) = (f.data.as_ref(), f.map.as_ref()) else {
+        let Some(file) = f.data.as_ref() else {
             return;
         };
         if file.write_all_at(data, idx * self.block).is_err() {
             return;
         }
-        {
+        if let Some(map) = f.map.as_ref() {
             let _l = Flock::exclusive(map);
             let _ = map.write_all_at(&[1], idx);
         }
@@ -193,6 +247,9 @@ impl DiskCache {
     /// When every block is there: hashes the data file and, if it matches
     /// the digest, moves it to `blobs/` (atomically).
     pub fn promote_if_complete(&self) {
+        if !self.persistent {
+            return;
+        }
         let _ = self.refresh();
         let mut f = self.lock();
         if f.whole.is_some() || f.promoted || f.present.iter().any(|p| *p != 1) {
@@ -229,6 +286,46 @@ impl DiskCache {
     }
 }
 
+/// An unlinked read-write file in `dir`.
+fn tmpfile(dir: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    if let Ok(f) = tmp {
+        return Ok(f);
+    }
+    // Filesystems without O_TMPFILE: a fresh name, removed at once.
+    let mut last = None;
+    for i in 0..16u32 {
+        let name = dir.join(format!(
+            ".oci-registry-spill.{}.{}.{i}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&name)
+        {
+            Ok(f) => {
+                fs::remove_file(&name)?;
+                return Ok(f);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EEXIST)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +356,29 @@ mod tests {
         w.write_block(0, b"evil");
         w.promote_if_complete();
         assert!(!w.is_complete());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn spill_file_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("oci-spill-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        let s = DiskCache::spill(&dir, &d, data.len() as u64, 4096).unwrap();
+        assert!(!s.persistent() && !s.has(1) && s.read_block(1).is_none());
+        s.write_block(1, &data[4096..8192]);
+        s.write_block(2, &data[8192..]);
+        assert_eq!(s.read_block(1).unwrap(), &data[4096..8192]);
+        assert_eq!(s.read_block(2).unwrap(), &data[8192..]);
+        assert!(!s.has(0));
+        s.promote_if_complete();
+        assert!(!s.is_complete());
+        // No name in the directory, now or after.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        drop(s);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
         let _ = fs::remove_dir_all(&dir);
     }
 }

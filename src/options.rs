@@ -72,6 +72,37 @@ pub struct Options {
     pub flatten: bool,
     /// The on-disk cache directory.
     pub cache_dir: Option<PathBuf>,
+    /// Where blocks evicted from memory go (a private unlinked file).
+    pub spill: Spill,
+    /// Fetch the rest of the blob in the background once random reads
+    /// have touched a good part of it.
+    pub fill: bool,
+}
+
+/// The spill file's place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spill {
+    /// `$TMPDIR`, else `/var/tmp` (disk, not tmpfs, by convention).
+    Auto,
+    Dir(PathBuf),
+    /// Evicted blocks are dropped (fetched again when read again).
+    None,
+}
+
+impl Spill {
+    /// The directory to use, if any.
+    pub fn dir(&self) -> Option<PathBuf> {
+        match self {
+            Spill::Auto => Some(
+                std::env::var_os("TMPDIR")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/var/tmp")),
+            ),
+            Spill::Dir(d) => Some(d.clone()),
+            Spill::None => None,
+        }
+    }
 }
 
 pub const DEFAULT_BLOCK: usize = 1 << 20;
@@ -102,6 +133,8 @@ impl Default for Options {
             decompress: false,
             flatten: false,
             cache_dir: None,
+            spill: Spill::Auto,
+            fill: true,
         }
     }
 }
@@ -223,6 +256,32 @@ impl Options {
                         Error::invalid(format!("option 'cache_dir={v}': cannot create it: {e}"))
                     })?;
                     o.cache_dir = Some(p);
+                }
+                "spill" => {
+                    o.spill = match need(value)?.as_str() {
+                        "auto" => Spill::Auto,
+                        "none" | "off" | "0" => Spill::None,
+                        v => {
+                            let p = PathBuf::from(v);
+                            if !p.is_dir() {
+                                return Err(Error::invalid(format!(
+                                    "option 'spill={v}': expected auto, none or a directory"
+                                )));
+                            }
+                            Spill::Dir(p)
+                        }
+                    }
+                }
+                "fill" => {
+                    o.fill = match need(value)?.as_str() {
+                        "auto" => true,
+                        "none" | "off" | "0" => false,
+                        v => {
+                            return Err(Error::invalid(format!(
+                                "option 'fill={v}': expected auto or none"
+                            )))
+                        }
+                    }
                 }
                 "mirror" => {
                     let m = need(value)?;
@@ -348,6 +407,11 @@ mod tests {
             vec!["m.example:5000".to_string(), "localhost".to_string()]
         );
         assert!(!o.tls_verify);
+        assert_eq!((o.spill.clone(), o.fill), (Spill::Auto, true));
+        let o = Options::parse(Some("spill=none,fill=none")).unwrap();
+        assert_eq!((o.spill.dir(), o.fill), (None, false));
+        let o = Options::parse(Some("spill=/")).unwrap();
+        assert_eq!(o.spill.dir(), Some(PathBuf::from("/")));
         // The cache grows to hold the readahead window.
         let o = Options::parse(Some("cache_mem=1M,readahead=8M")).unwrap();
         assert_eq!(o.cache_mem, 10 << 20);
@@ -374,6 +438,8 @@ mod tests {
             ("auth=***", "base64"),
             ("decompress=gzip", "decompress=gzip"),
             ("flatten,layer=1", "excludes"),
+            ("spill=/nonexistent/dir", "spill=/nonexistent/dir"),
+            ("fill=always", "fill=always"),
         ] {
             let e = Options::parse(Some(bad)).unwrap_err();
             assert_eq!(e.errno(), libc::EINVAL);
