@@ -79,7 +79,7 @@ pub struct Stats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub bytes_served: u64,
-    /// Blocks read from the on-disk cache.
+    /// Reads served from the on-disk cache or the spill file.
     pub disk_hits: u64,
 }
 

@@ -69,7 +69,8 @@ struct erofs_vfile {
  * @cache_hits: blocks served from the block cache
  * @cache_misses: blocks that had to be fetched (or waited for)
  * @bytes_served: bytes returned by read and pread
- * @disk_hits: blocks read from the on-disk cache (`cache_dir=`)
+ * @disk_hits: reads served from the on-disk cache (`cache_dir=`) or the
+ *       spill file
  */
 struct oci_registry_stats {
   uint64_t bytes_fetched;
@@ -134,7 +135,8 @@ void close_oci_registry(struct erofs_vfile *vf);
  *       them all): `platform=os/arch[/variant]` (default: the host's),
  *       `layer=N` (0-based, default 0) or `blob=sha256:...`, `flatten`,
  *       `decompress=auto|none`, `verify=stream|full|none`, `block=`,
- *       `cache_mem=`, `readahead=`, `retries=`, `connect_timeout=`,
+ *       `cache_mem=`, `readahead=`, `cache_dir=`, `spill=`, `fill=`,
+ *       `retries=`, `connect_timeout=`,
  *       `low_speed_limit=`, `low_speed_time=`, `username=`, `password=`,
  *       `auth=`, `ca=`, `tls_verify=0`, `cert=`, `key=`, `mirror=`,
  *       `insecure` (plain http; loopback registries fall back to it by
@@ -145,7 +147,11 @@ void close_oci_registry(struct erofs_vfile *vf);
  * size. Reads go through a cache of aligned blocks (`block=`, 1M); a
  * sequential reader gets readahead (`readahead=`, 8M), random misses are
  * fetched with Range requests, adjacent ones together, several threads'
- * misses in flight at once. Transient failures (dropped connections,
+ * misses in flight at once. A blob bigger than `cache_mem` spills blocks
+ * evicted from memory to a private unlinked file (`spill=`, in $TMPDIR or
+ * /var/tmp; `spill=none` refetches them instead), and once random reads
+ * have asked for a quarter of its blocks the rest is fetched in the
+ * background in one stream (`fill=none` turns that off). Transient failures (dropped connections,
  * 5xx, 429) are retried (`retries=`, 4) and resumed from the byte where
  * they stopped.
  *
