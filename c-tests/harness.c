@@ -1174,6 +1174,52 @@ out:
 	blobfile_close(&bf);
 }
 
+/*
+ * A blob three times the memory cache: blocks evicted from memory go to
+ * the spill file and come back from there, the background fill brings the
+ * rest; every byte still right, from several threads.
+ */
+static const struct spill_case {
+	const char *opts;
+	bool spill;	/* reads served from the spill file expected */
+} spill_cases[] = {
+	{ "block=64K,cache_mem=1M,readahead=256K", true },
+	{ "block=64K,cache_mem=1M,readahead=256K,fill=none", true },
+	{ "block=64K,cache_mem=1M,readahead=256K,spill=none", false },
+};
+
+static void test_spill(const struct fixtures *fx, const struct layer_fx *l)
+{
+	struct erofs_vfile vf;
+	struct blobfile bf;
+	struct oci_registry_stats st;
+	char opts[256], what[320];
+	size_t i;
+	int err;
+
+	if (blobfile_open(&bf, fx->workdir, l->digest)) {
+		check(false, "spill: saved blob %s missing", l->digest);
+		return;
+	}
+	for (i = 0; i < ARRAY_SIZE(spill_cases); i++) {
+		const struct spill_case *c = &spill_cases[i];
+
+		snprintf(opts, sizeof(opts), "blob=%s,%s", l->digest, c->opts);
+		snprintf(what, sizeof(what), "%.19s [%s]", l->digest, c->opts);
+		if (!open_checked(&vf, l->ref, opts))
+			continue;
+		test_threads(&vf, what, &bf);
+		test_random_access(&vf, what, &bf, 0x5b111ULL + i);
+		err = oci_registry_stats(&vf, &st);
+		check(!err && (st.disk_hits > 0) == c->spill,
+		      "%s: stats %d, %" PRIu64 " reads from the spill file "
+		      "(expected %s)", what, err, st.disk_hits,
+		      c->spill ? "some" : "none");
+		oci_registry_close(&vf);
+	}
+	blobfile_close(&bf);
+}
+
 static void test_access(const struct fixtures *fx)
 {
 	const struct layer_fx *small = NULL, *larger = NULL;
@@ -1195,6 +1241,7 @@ static void test_access(const struct fixtures *fx)
 	test_blob_access(fx, small->ref, small->digest, false);
 	test_blob_access(fx, larger->ref, larger->digest, false);
 	test_blob_access(fx, fx->big.url, fx->big.digest, true);
+	test_spill(fx, larger);
 }
 
 /* ------------------------------------------------------------------ */
