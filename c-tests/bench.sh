@@ -15,6 +15,15 @@
 #      >= 2.5x); the reference's threads run, for what it does
 #   5. peak RSS against the configured cache (goal <= cache + 32 MiB)
 #   6. the reference's sequential reads next to ours (information)
+#   7. mkfs.erofs --tar=f from the registry against erofs-utils' own --oci
+#      and a local .tar.gz
+#   8. lazy mount of an EROFS image (erofsfuse through the library, the
+#      patched erofsfuse-1.9 of erofs-utils.sh): time to the first file
+#      against curl + a local mount (goal >= 10x), bytes fetched for one
+#      file and for a listing (goals < 5%, < 15% of the image), reading
+#      the whole tree against a local mount (goal >= 0.7, same content),
+#      a second mount on a warm cache_dir= (goal: nothing fetched); needs
+#      /dev/fuse, else NOT MEASURED
 #
 # Our side is BUILDDIR/bench_reads-1.9 (c-tests/bench_reads.c), the
 # reference c-tests/erofs-ref-driver.c built by erofs-ref.sh; both print one
@@ -75,7 +84,21 @@ registry_alive() {
 }
 we_started=1
 registry_alive && we_started=0
+# fuse_cleanup: unmount whatever section 8 left mounted under $tmp and
+# kill the erofsfuse processes it started (their pids in $tmp/fuse.pids)
+fuse_cleanup() {
+	local m p
+	[[ -d $tmp ]] || return 0
+	while read -r m; do
+		fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done < <(awk -v t="$tmp/" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo)
+	[[ -f $tmp/fuse.pids ]] || return 0
+	while read -r p; do
+		grep -q erofsfuse "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p" 2>/dev/null
+	done <"$tmp/fuse.pids"
+}
 cleanup() {
+	fuse_cleanup
 	rm -rf "$tmp"
 	if [[ $we_started -eq 1 ]]; then
 		bash "$HERE/registry.sh" stop "$WORK" >/dev/null 2>&1
@@ -596,12 +619,15 @@ echo
 echo "7. mkfs.erofs --tar=f of a 235 MiB tar layer from the registry (best of $ROUNDS, wall time and peak RSS)"
 mkfs_ours="$WORK/bin/mkfs.erofs-1.9"
 mkfs_ref="$WORK/erofs-ref-build/mkfs/mkfs.erofs"
+erofs_why=	# why sections 7 and 8 cannot run (empty: they can)
 if ! bash "$HERE/erofs-utils.sh" "$WORK" >"$tmp/erofs-utils.log" 2>&1 || [[ ! -x $mkfs_ours ]]; then
-	judge "" le 1
-	echo "  NOT MEASURED: the patched erofs-utils did not build ($(tail -n 1 "$tmp/erofs-utils.log"))"
+	erofs_why="the patched erofs-utils did not build ($(tail -n 1 "$tmp/erofs-utils.log"))"
 elif ! python3 "$HERE/push_erofs_fixture.py" --registry "$REGISTRY" --work "$WORK" >"$tmp/erofs-fixture.log" 2>&1; then
+	erofs_why="the EROFS fixtures could not be pushed ($(tail -n 1 "$tmp/erofs-fixture.log"))"
+fi
+if [[ -n $erofs_why ]]; then
 	judge "" le 1
-	echo "  NOT MEASURED: the tar fixture could not be pushed ($(tail -n 1 "$tmp/erofs-fixture.log"))"
+	echo "  NOT MEASURED: $erofs_why"
 else
 	tar_digest=$(awk '$1 == "tar" { print $3; exit }' "$WORK/erofs-fixture.txt")
 	tar_blob="$WORK/blobs/sha256/${tar_digest#sha256:}"
@@ -630,6 +656,323 @@ else
 	judge "$r" le 1.0
 	printf '  ratio %s (ours / local .tar.gz, goal <= 1.00) %s\n' "${r:-n/a}" "$V"
 	rm -f "$tmp/ours.img" "$tmp/local.img" "$tmp/ref.img"
+fi
+
+# ---- 8. lazy mount of the EROFS image ----
+
+echo
+echo "8. lazy mount of the EROFS image (erofsfuse through the library)"
+fuse_bin=$WORK/bin/erofsfuse-1.9
+fuse_why=$erofs_why
+if [[ -z $fuse_why ]]; then
+	if [[ ! -c /dev/fuse ]]; then
+		fuse_why="no /dev/fuse"
+	elif ! command -v fusermount3 >/dev/null; then
+		fuse_why="no fusermount3"
+	elif [[ ! -x $fuse_bin ]]; then
+		fuse_why="no $fuse_bin (erofs-utils.sh built no erofsfuse)"
+	fi
+fi
+if [[ -n $fuse_why ]]; then
+	for _ in a b-file b-list c c-check d; do
+		judge "" ge 1
+	done
+	echo "  NOT MEASURED: $fuse_why (6 goals)"
+else
+	# fuse_run FUSE SRC MNT PIDFILE [curl=URL,DEST] [file=REL] [list] [walk] [tar] [tarsha]:
+	# one fresh erofsfuse -f SRC MNT, the steps in that order, unmount (and
+	# wait for erofsfuse to exit); one key=value line: curl_secs, mount_secs,
+	# first_secs (start to the file read, curl included), list_secs and
+	# entries (list: GNU find, lstat + readlink of every entry; walk: the
+	# same by Python's os.walk), tar_secs, tar_bytes, sha256, tar_sha256, log
+	# (erofsfuse's output) and, for an oci:// source, the counters of
+	# erofsfuse's stats line.
+	cat >"$tmp/fuse_run.py" <<'PY'
+import hashlib, os, subprocess, sys, tempfile, time
+
+fuse, src, mnt, pidfile = sys.argv[1:5]
+steps = sys.argv[5:]
+out = {}
+
+
+def done(rc=0):
+	print(" ".join(f"{k}={v}" for k, v in out.items()), flush=True)
+	sys.exit(rc)
+
+
+def fail(msg):
+	out["result"] = msg.replace(" ", "_")
+	done(1)
+
+
+def sink(cmd):
+	"""Run CMD and read its stdout to the end: (bytes, lines, sha256)."""
+	p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+	n, lines, h, buf = 0, 0, hashlib.sha256(), bytearray(1 << 20)
+	while k := p.stdout.readinto(buf):
+		n += k
+		lines += buf.count(b"\n", 0, k)
+		h.update(memoryview(buf)[:k])
+	if p.wait():
+		raise OSError(f"{cmd[0]} exited {p.returncode}")
+	return n, lines, h.hexdigest()
+
+
+def since(t):
+	return f"{time.monotonic() - t:.6f}"
+
+
+t0 = time.monotonic()
+for s in steps:
+	if s.startswith("curl="):
+		url, dest = s[5:].split(",", 1)
+		if subprocess.run(["curl", "-sS", "-f", "-o", dest, url]).returncode:
+			fail("curl failed")
+		out["curl_secs"] = since(t0)
+os.makedirs(mnt, exist_ok=True)
+dev = os.stat(mnt).st_dev
+fd, out["log"] = tempfile.mkstemp(prefix="erofsfuse-", suffix=".log", dir=os.path.dirname(mnt))
+t1 = time.monotonic()
+proc = subprocess.Popen([fuse, "-f", src, mnt], stdin=subprocess.DEVNULL, stdout=fd, stderr=fd)
+os.close(fd)
+with open(pidfile, "a") as f:
+	f.write(f"{proc.pid}\n")
+# mounted once the mount point is on another device
+while os.stat(mnt).st_dev == dev:
+	if proc.poll() is not None:
+		fail(f"erofsfuse exited {proc.returncode} before mounting")
+	if time.monotonic() - t1 > 30:
+		proc.kill()
+		fail("not mounted after 30 s")
+	time.sleep(0.001)
+out["mount_secs"] = since(t1)
+err = None
+try:
+	for s in steps:
+		if s.startswith("file="):
+			h = hashlib.sha256()
+			with open(os.path.join(mnt, s[5:]), "rb") as f:
+				while b := f.read(1 << 20):
+					h.update(b)
+			out["first_secs"] = since(t0)
+			out["sha256"] = h.hexdigest()
+		elif s == "list":	# lstat (%s) and readlink (%l) of every entry
+			t = time.monotonic()
+			_, out["entries"], _ = sink(["find", mnt, "-mindepth", "1", "-printf", "%y %s %l\n"])
+			out["list_secs"] = since(t)
+		elif s == "walk":
+			t, n = time.monotonic(), 0
+			for top, dirs, files in os.walk(mnt):
+				for name in dirs + files:
+					p = os.path.join(top, name)
+					if os.path.islink(p):
+						os.readlink(p)
+					os.lstat(p)
+					n += 1
+			out["list_secs"] = since(t)
+			out["entries"] = n
+		elif s == "tar":	# through a pipe: GNU tar reads nothing for -f /dev/null
+			t = time.monotonic()
+			out["tar_bytes"], _, _ = sink(["tar", "-C", mnt, "-cf", "-", "."])
+			out["tar_secs"] = since(t)
+		elif s == "tarsha":
+			_, _, out["tar_sha256"] = sink(["tar", "--sort=name", "--mtime=@0", "--owner=0",
+						     "--group=0", "--numeric-owner", "-C", mnt, "-cf", "-", "."])
+except OSError as e:
+	err = f"{type(e).__name__}: {e}"
+finally:
+	subprocess.run(["fusermount3", "-u", mnt], stderr=subprocess.DEVNULL)
+	try:
+		proc.wait(timeout=10)
+	except subprocess.TimeoutExpired:
+		subprocess.run(["fusermount3", "-uz", mnt], stderr=subprocess.DEVNULL)
+		proc.kill()
+		proc.wait()
+		err = err or "erofsfuse still running 10 s after fusermount3 -u (killed)"
+out["exit"] = proc.returncode
+with open(out["log"]) as f:
+	for line in f:
+		if line.startswith("erofsfuse: oci://"):
+			out.update(kv.split("=", 1) for kv in line.split()[2:] if "=" in kv)
+if err:
+	fail(err)
+done()
+PY
+	frun() { python3 "$tmp/fuse_run.py" "$fuse_bin" "$@"; }
+	read -r _ fx_ref fx_digest fx_size < <(awk '$1 == "image"' "$WORK/erofs-fixture.txt")
+	read -r _ fx_entries _ _ _ fx_bytes < <(awk '$1 == "stats"' "$WORK/erofs-fixture.txt")
+	fx_path=${fx_ref#"$REGISTRY"/}	# erofs/tree:v1
+	fx_url="http://$REGISTRY/v2/${fx_path%:*}/blobs/$fx_digest"
+	fx_mib=$(awk -v s="$fx_size" 'BEGIN { printf "%.1f", s / 1048576 }')
+	fx_src="oci://$REGISTRY/$fx_path?$(opts layer=0)"
+	small="names/with space.txt"
+	small_size=$(stat -c %s "$WORK/erofs-fixture/tree/$small" 2>/dev/null)
+	small_sha=$(sha256sum "$WORK/erofs-fixture/tree/$small" 2>/dev/null | awk '{ print $1 }')
+	fmnt=$tmp/mnt
+	fpids=$tmp/fuse.pids
+	local_img=$tmp/erofs-local.img
+	# pct BYTES: BYTES as a percentage of the image
+	pct() { [[ -n ${1:-} ]] && awk -v b="$1" -v s="$fx_size" 'BEGIN { printf "%.2f", 100 * b / s }'; }
+	mb() { [[ -n ${1:-} ]] && awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+	# best_run NAME KEY: the output line of NAME's successful run with the
+	# smallest KEY
+	best_run() {
+		awk -v k="$2" '/ rc=0$/ {
+			for (i = 1; i <= NF; i++)
+				if (index($i, k "=") == 1)
+					v = substr($i, length(k) + 2)
+			if (v != "" && (best == "" || v + 0 < best + 0)) { best = v; l = $0 }
+		} END { print l }' "$tmp/$1.out"
+	}
+	# stats_line NAME KEY: erofsfuse's own stats line of that run
+	stats_line() {
+		local log
+		log=$(best_run "$1" "$2" | tr ' ' '\n' | sed -n 's/^log=//p')
+		[[ -n $log ]] && grep -m1 '^erofsfuse: oci://' "$log" 2>/dev/null | sed 's/^/    /'
+	}
+	# fsecs NAME KEY: the best KEY of NAME, formatted
+	fsecs() { local t; t=$(min_of "$1" "$2"); [[ -n $t ]] && printf '%.3f s' "$t"; }
+
+	echo "  image: $fx_ref layer 0, $fx_mib MiB ($fx_size bytes) $fx_digest, $fx_entries entries, $(mb "$fx_bytes") of file data"
+	echo "  each figure a fresh erofsfuse -f process; our source $fx_src"
+
+	# a. time to the first file
+	echo "  a. cold mount + read '$small' ($small_size bytes), best of $ROUNDS"
+	measure fuse_first "$ROUNDS" frun "$fx_src" "$fmnt" "$fpids" "file=$small"
+	measure fuse_ref_first "$ROUNDS" frun "$local_img" "$fmnt" "$fpids" "curl=$fx_url,$local_img" "file=$small"
+	o_t=$(min_of fuse_first first_secs)
+	r_t=$(min_of fuse_ref_first first_secs)
+	bad=
+	for name in fuse_first fuse_ref_first; do
+		[[ $(distinct "$name" sha256) == "$small_sha" ]] ||
+			bad+=" $name: ${small}'s sha256 $(distinct "$name" sha256 all), expected $small_sha;"
+	done
+	if [[ -n $o_t ]]; then
+		printf '  %-58s %7.3f s  (mounted after %s)%s%s\n' "ours: erofsfuse oci://… + read" "$o_t" \
+			"$(fsecs fuse_first mount_secs)" "$(rounds_note fuse_first)" "$(failed_runs fuse_first)"
+		stats_line fuse_first first_secs
+	else
+		echo "  ours: $(failure fuse_first)"
+	fi
+	if [[ -n $r_t ]]; then
+		printf '  %-58s %7.3f s  (curl %s, mounted after %s)%s%s\n' \
+			"reference: curl whole blob + erofsfuse local file + read" "$r_t" \
+			"$(fsecs fuse_ref_first curl_secs)" "$(fsecs fuse_ref_first mount_secs)" \
+			"$(rounds_note fuse_ref_first)" "$(failed_runs fuse_ref_first)"
+	else
+		echo "  reference: $(failure fuse_ref_first)"
+	fi
+	r=$(div "$r_t" "$o_t")
+	if [[ -z $bad ]]; then
+		judge "$r" ge 10
+		printf '  ratio %s (reference / ours, goal >= 10) %s\n' "${r:-n/a}" "$V"
+	else
+		judge "${r:+0}" ge 1	# wrong bytes: missed whatever the time
+		printf '  ratio %s (goal >= 10) %s; content MISMATCH:%s\n' "${r:-n/a}" "$V" "$bad"
+	fi
+
+	# b. bytes fetched for one file and for a listing
+	echo "  b. bytes fetched (bytes_fetched of erofsfuse's stats line at unmount; cold mounts)"
+	measure fuse_list "$ROUNDS" frun "$fx_src" "$fmnt" "$fpids" list
+	measure fuse_walk 1 frun "$fx_src" "$fmnt" "$fpids" walk
+	b_small=$(max_of fuse_first bytes_fetched)
+	b_list=$(max_of fuse_list bytes_fetched)
+	p=$(pct "$b_small")
+	judge "$p" le 5
+	printf '  %-58s %10s = %s%% of the image (goal < 5%%) %s\n' "mount + read '$small' (largest of $(runs_ok fuse_first) runs)" \
+		"$(mb "$b_small")" "${p:-n/a}" "$V"
+	p=$(pct "$b_list")
+	judge "$p" le 15
+	printf '  %-58s %10s = %s%% of the image (goal < 15%%) %s\n' \
+		"mount + find -printf '%y %s %l' ($(distinct fuse_list entries) entries, $(fsecs fuse_list list_secs))" \
+		"$(mb "$b_list")" "${p:-n/a}" "$V"
+	if [[ -n $b_list ]]; then
+		stats_line fuse_list list_secs
+		[[ $(distinct fuse_list entries) == "$fx_entries" ]] ||
+			echo "    the listing saw $(distinct fuse_list entries all) entries, the tree has $fx_entries"
+	else
+		echo "  listing: $(failure fuse_list)"
+	fi
+	b=$(field fuse_walk bytes_fetched)
+	if [[ -n $b ]]; then
+		printf '  %-58s %10s = %s%% of the image (information: another access order)\n' \
+			"mount + os.walk, lstat/readlink ($(field fuse_walk entries) entries, $(fsecs fuse_walk list_secs))" \
+			"$(mb "$b")" "$(pct "$b")"
+		stats_line fuse_walk list_secs
+	else
+		echo "  os.walk listing: $(failure fuse_walk)"
+	fi
+
+	# c. the whole tree, lazily (cold) against a local image (page cache warm)
+	echo "  c. tar -cf - of the whole tree (read through a pipe), best of $ROUNDS"
+	if [[ $(sha256sum "$local_img" 2>/dev/null | awk '{ print $1 }') != "${fx_digest#sha256:}" ]]; then
+		curl -sS -f -o "$local_img" "$fx_url" 2>"$tmp/curl-img.err"
+	fi
+	cat "$local_img" >/dev/null 2>&1
+	measure fuse_tar "$ROUNDS" frun "$fx_src" "$fmnt" "$fpids" tar
+	measure fuse_local_tar "$ROUNDS" frun "$local_img" "$fmnt" "$fpids" tar
+	o_t=$(min_of fuse_tar tar_secs)
+	l_t=$(min_of fuse_local_tar tar_secs)
+	tbytes=$(distinct fuse_tar tar_bytes)
+	tmibs() { div "$(awk -v b="${tbytes:-0}" 'BEGIN { print b / 1048576 }')" "$1" 0; }
+	if [[ -n $o_t ]]; then
+		b=$(best_run fuse_tar tar_secs | tr ' ' '\n' | sed -n 's/^bytes_fetched=//p')
+		printf '  %-58s %7.3f s %6s MiB/s  (fetched %s = %s%% of the image)%s%s\n' \
+			"ours: lazy, cold, default options" "$o_t" "$(tmibs "$o_t")" "$(mb "$b")" "$(pct "$b")" \
+			"$(rounds_note fuse_tar)" "$(failed_runs fuse_tar)"
+		stats_line fuse_tar tar_secs
+	else
+		echo "  ours: $(failure fuse_tar)"
+	fi
+	if [[ -n $l_t ]]; then
+		printf '  %-58s %7.3f s %6s MiB/s%s%s\n' "erofsfuse on a local copy, page cache warm" "$l_t" \
+			"$(tmibs "$l_t")" "$(rounds_note fuse_local_tar)" "$(failed_runs fuse_local_tar)"
+	else
+		echo "  local: $(failure fuse_local_tar)"
+	fi
+	r=$(div "$l_t" "$o_t")
+	judge "$r" ge 0.7
+	printf '  ratio %s (ours / local throughput, goal >= 0.70) %s\n' "${r:-n/a}" "$V"
+	measure fuse_sha 1 frun "$fx_src" "$fmnt" "$fpids" tarsha
+	measure fuse_local_sha 1 frun "$local_img" "$fmnt" "$fpids" tarsha
+	o_sha=$(distinct fuse_sha tar_sha256)
+	l_sha=$(distinct fuse_local_sha tar_sha256)
+	if [[ -n $o_sha && $o_sha == "$l_sha" ]]; then
+		judge 1 ge 1
+		echo "  check: sha256 of tar --sort=name of the lazy mount = of the local mount ($o_sha): $V"
+	else
+		judge "$([[ -n $o_sha && -n $l_sha ]] && echo 0)" ge 1
+		echo "  check: tar sha256 MISMATCH or missing: lazy ${o_sha:-$(failure fuse_sha)}, local ${l_sha:-$(failure fuse_local_sha)}: $V"
+	fi
+
+	# d. a second mount on the same cache_dir
+	echo "  d. two mounts with the same cache_dir= (emptied before the first), each reading '$small' and listing the tree (find, os.walk)"
+	rm -rf "$tmp/fuse-cache"
+	dsrc="oci://$REGISTRY/$fx_path?$(opts "layer=0,cache_dir=$tmp/fuse-cache")"
+	measure fuse_disk1 1 frun "$dsrc" "$fmnt" "$fpids" "file=$small" list walk
+	measure fuse_disk2 1 frun "$dsrc" "$fmnt" "$fpids" "file=$small" list walk
+	for name in fuse_disk1 fuse_disk2; do
+		label="first mount, empty cache_dir"
+		[[ $name == fuse_disk2 ]] && label="second mount, same cache_dir"
+		b=$(field "$name" bytes_fetched)
+		if [[ -n $b ]]; then
+			printf '  %-58s fetched %s, %s blocks from disk\n' "$label" "$(mb "$b")" "$(field "$name" disk_hits)"
+			stats_line "$name" first_secs
+		else
+			echo "  $label: $(failure "$name")"
+		fi
+	done
+	b=$(field fuse_disk2 bytes_fetched)
+	if [[ -z $(field fuse_disk1 bytes_fetched) || -z $b ]]; then
+		judge "" le 0
+		echo "  second mount's bytes_fetched n/a (goal 0: nothing fetched again) $V"
+	elif [[ $(distinct fuse_disk1 sha256)/$(distinct fuse_disk2 sha256) != "$small_sha/$small_sha" ]]; then
+		judge 1 le 0	# wrong bytes: missed whatever was fetched
+		echo "  second mount's bytes_fetched $b (goal 0) $V: '$small' read wrong through cache_dir: $(distinct fuse_disk1 sha256 all) / $(distinct fuse_disk2 sha256 all)"
+	else
+		judge "$b" le 0
+		echo "  second mount's bytes_fetched $b (goal 0: nothing fetched again) $V"
+	fi
 fi
 
 echo
