@@ -77,8 +77,8 @@ pub struct Registry {
     auth: Auth,
 }
 
-/// Loopback registries found to speak plain http.
-static PLAIN_HTTP_HOSTS: once_cell::sync::Lazy<Mutex<std::collections::HashSet<String>>> =
+/// Loopback registries found to speak TLS.
+static TLS_HOSTS: once_cell::sync::Lazy<Mutex<std::collections::HashSet<String>>> =
     once_cell::sync::Lazy::new(|| Mutex::new(std::collections::HashSet::new()));
 
 fn is_loopback(host: &str) -> bool {
@@ -89,10 +89,20 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.starts_with("127.")
 }
 
+/// What a registry answers to `GET /v2/` (a TLS server spoken to in plain
+/// http answers 400).
+fn is_registry_answer(status: u32) -> bool {
+    matches!(status, 200..=299 | 401 | 404)
+}
+
 impl Registry {
     /// Pings `/v2/` and learns how to authenticate. With no scheme given,
-    /// https is tried first; on loopback a server that does not speak TLS
-    /// is then talked to over plain http, as docker does for localhost.
+    /// https is used, except on loopback: there plain http is tried first
+    /// (as go-containerregistry does for localhost; a TLS probe costs a CA
+    /// store load, tens of milliseconds), then https when the server did
+    /// not answer as a registry over http (a TLS server answers 400), and
+    /// the host is remembered as one that speaks TLS. TLS options (`ca=`,
+    /// `cert=`, `tls_verify=0`) say the registry speaks TLS: https first.
     pub fn connect(r: &Reference, policy: &Policy) -> Result<Registry> {
         let transport = Transport::get()?;
         let creds = match &policy.creds {
@@ -107,15 +117,14 @@ impl Registry {
             (_, true) | (Scheme::Http, _) => &["http"],
             (Scheme::Https, _) => &["https"],
             (Scheme::Auto, _) if is_loopback(&r.registry) => {
-                // What this host spoke last time (a TLS probe costs a CA
-                // store load).
-                match PLAIN_HTTP_HOSTS
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&r.registry)
-                {
-                    true => &["http", "https"],
-                    false => &["https", "http"],
+                let tls = policy.tls.is_some()
+                    || TLS_HOSTS
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(&r.registry);
+                match tls {
+                    true => &["https", "http"],
+                    false => &["http", "https"],
                 }
             }
             (Scheme::Auto, _) => &["https"],
@@ -125,10 +134,25 @@ impl Registry {
             let base = format!("{scheme}://{}", r.registry);
             let mut req = policy.request("ping registry", format!("{base}/v2/"));
             req.max_body = Some(64 * 1024);
+            let more = i + 1 < schemes.len();
             match fetch_retrying(&transport, &req, policy.retries) {
-                Err(e) if e.is_tls_handshake() && i + 1 < schemes.len() => {
+                Err(e) if more && (e.is_tls_handshake() || *scheme == "http") => {
                     last = Some(e);
                     continue;
+                }
+                Ok(resp) if more && *scheme == "http" && !is_registry_answer(resp.status) => {
+                    last = Some(Error::http(
+                        "ping registry",
+                        "GET",
+                        &req.url,
+                        resp.status,
+                        &resp.body,
+                    ));
+                    continue;
+                }
+                Err(e) if *scheme == "https" && e.is_tls_handshake() && last.is_some() => {
+                    // Neither spoke: what plain http said is the news.
+                    return Err(last.unwrap_or(e));
                 }
                 Err(e) => {
                     let e = tls_hint(e, policy);
@@ -142,11 +166,11 @@ impl Registry {
                 }
                 Ok(resp) => {
                     if r.scheme == Scheme::Auto && is_loopback(&r.registry) {
-                        let mut plain = PLAIN_HTTP_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
-                        if *scheme == "http" {
-                            plain.insert(r.registry.clone());
+                        let mut tls = TLS_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+                        if *scheme == "https" {
+                            tls.insert(r.registry.clone());
                         } else {
-                            plain.remove(&r.registry);
+                            tls.remove(&r.registry);
                         }
                     }
                     let reg = Registry {
