@@ -239,7 +239,8 @@ def main():
     if life <= 10:
         blob = os.path.join(WORK, "blobs", "sha256", T_PRIV.split(":")[1])
         case(f"token: {life} s tokens while reading slowly: renewed, every read right",
-             tpriv, f"username={user},password={pw},block=4K,readahead=4K,cache_mem=8K",
+             tpriv, f"username={user},password={pw},block=4K,readahead=4K,cache_mem=8K,"
+             "spill=none,fill=none",
              ("ok", T_PRIV), mode=("random", blob, "10"),
              env_extra={"FETCH_DELAY_MS": str(life * 1000 // 2 + 300)},
              extra=lambda toks, secs: [("more than one token", len(toks) >= 2)])
