@@ -15,7 +15,17 @@
 //!
 //! A block a sequential reader has read to its end leaves the cache at
 //! once (drop-behind), so streaming a blob of any size costs the
-//! readahead window, and the cache keeps what random readers use.
+//! readahead window, and the cache keeps what random readers use. A pread
+//! reader found sequential by its offsets (three in a row) gets a window
+//! that starts at two blocks and grows as it follows, so a filesystem
+//! reading a few adjacent metadata blocks does not pull megabytes. A
+//! readahead stream that runs into blocks already here stops.
+//!
+//! A blob bigger than the memory cache gets a spill file (a private,
+//! unlinked temporary file): evicted blocks go there and come back from
+//! there, read just where asked. Once random reads have asked for a
+//! quarter of the blob's blocks, the rest is fetched in the background
+//! in one stream (the fill), from where the running hash stands.
 //!
 //! Verification: blocks that arrive in order from byte 0 extend a running
 //! hash (computed on the I/O thread); when it reaches the end it is
@@ -91,6 +101,16 @@ enum Phase {
     Failed(Error),
 }
 
+impl Fetch {
+    /// Blocks this readahead stream may run ahead of the reader at `hint`.
+    fn ahead(&self, hint: u64, window: u64) -> u64 {
+        match self.ramp {
+            true => (hint.saturating_sub(self.start) + 2).min(window),
+            false => window,
+        }
+    }
+}
+
 struct Fetch {
     /// Attempt number; deliveries of superseded attempts are refused.
     gen: u64,
@@ -110,6 +130,12 @@ struct Fetch {
     readahead: bool,
     /// The background fill of the rest of the blob.
     fill: bool,
+    /// First block asked for.
+    start: u64,
+    /// A readahead stream of a pread reader (found sequential by its
+    /// offsets): its window starts small and grows as the reader follows
+    /// (read(2) streams get the whole window at once).
+    ramp: bool,
     transfer: Option<Transfer>,
     phase: Phase,
     attempts: u32,
@@ -137,6 +163,8 @@ struct State {
     random_blocks: u64,
     /// The background fill has been started.
     filling: bool,
+    /// Readahead started now is for a pread reader (see `Fetch::ramp`).
+    ramp_next: bool,
     /// Blocks the memory cache let go, to be written to the spill file
     /// (if any) outside the lock, then reused.
     evicted: Vec<(u64, Block)>,
@@ -409,15 +437,22 @@ impl BodyTarget for BlockSink {
             fetches,
             stats,
             pool,
+            cache,
             ..
         } = &mut *st;
         let f = match fetches.get_mut(&self.id) {
             Some(f) if f.gen == self.gen => f,
             _ => return Err(cancelled()),
         };
-        if f.readahead && !no_ranges && f.next_off / bs > hint + inner.window {
+        if f.readahead && !no_ranges && f.next_off / bs > hint + f.ahead(hint, inner.window) {
             return Ok(false);
         }
+        // A readahead stream that runs into blocks already here (another
+        // stream or random reads brought them) stops rather than fetching
+        // them again; a reader past them starts a new one where needed.
+        let last = inner.nblocks() - 1;
+        let here = |k: u64| cache.contains(k) || inner.disk.as_ref().is_some_and(|d| d.has(k));
+        let mut stop = false;
         let mut d = data;
         let remaining = f.end_off - f.next_off;
         if d.len() as u64 > remaining {
@@ -434,8 +469,19 @@ impl BodyTarget for BlockSink {
             d = &d[..remaining as usize];
         }
         let mut done_blocks = Vec::new();
+        let before = d.len();
         while !d.is_empty() {
             let idx = f.next_off / bs;
+            if f.readahead
+                && !no_ranges
+                && f.partial.is_empty()
+                && f.next_off == idx * bs
+                && here(idx)
+                && (idx == last || here(idx + 1))
+            {
+                stop = true;
+                break;
+            }
             let blk_end = ((idx + 1) * bs).min(inner.size);
             let take = ((blk_end - f.next_off) as usize).min(d.len());
             if f.partial.capacity() == 0 {
@@ -451,9 +497,14 @@ impl BodyTarget for BlockSink {
                 done_blocks.push((idx, Arc::new(full) as Block));
             }
         }
-        let used = data.len().min(remaining as usize);
+        let used = before - d.len();
         stats.bytes_fetched += used as u64;
-        let reached_end = f.next_off == f.end_off;
+        if stop {
+            f.end_off = f.next_off;
+            f.visible_off = f.visible_off.min(f.end_off);
+            f.phase = Phase::Done;
+        }
+        let reached_end = f.next_off == f.end_off && !stop;
         drop(st);
         if !done_blocks.is_empty() || reached_end {
             let (inner, id, gen) = (self.inner.clone(), self.id, self.gen);
@@ -462,7 +513,8 @@ impl BodyTarget for BlockSink {
             }));
         }
         if data.len() > used {
-            // Stop the transfer: we have all we asked for.
+            // Stop the transfer: we have all we asked for (or the rest is
+            // here already).
             return Err(cancelled());
         }
         Ok(true)
@@ -507,6 +559,7 @@ impl Blob {
                 random_misses: 0,
                 random_blocks: 0,
                 filling: false,
+                ramp_next: false,
                 evicted: Vec::new(),
                 hint: 0,
                 no_ranges: false,
@@ -625,6 +678,8 @@ impl Blob {
                 tail: None,
                 readahead,
                 fill: false,
+                start: start_block,
+                ramp: readahead && st.ramp_next,
                 transfer: None,
                 phase: Phase::Starting,
                 attempts: 0,
@@ -725,6 +780,7 @@ impl Blob {
         if seq {
             st.hint = b1;
         }
+        st.ramp_next = !sequential;
         let mut launches = self.plan(&mut st, b0, b1, seq);
         // Let paused readahead go on now that the reader has moved.
         for f in st.fetches.values() {
