@@ -315,6 +315,11 @@ impl Inner {
             if let Some(v) = visible {
                 f.visible_off = f.visible_off.max(v);
             }
+            if f.fill {
+                if let Some(t) = &f.transfer {
+                    t.unpause();
+                }
+            }
             if tail.is_some() {
                 f.tail = tail;
             }
@@ -445,6 +450,11 @@ impl BodyTarget for BlockSink {
             _ => return Err(cancelled()),
         };
         if f.readahead && !no_ranges && f.next_off / bs > hint + f.ahead(hint, inner.window) {
+            return Ok(false);
+        }
+        // The fill runs at the pace its blocks are published (hashed,
+        // spilled), not faster: memory stays within the window.
+        if f.fill && f.next_off.saturating_sub(f.visible_off) > (inner.window / 2).max(2) * bs {
             return Ok(false);
         }
         // A readahead stream that runs into blocks already here (another
