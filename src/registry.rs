@@ -69,6 +69,9 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
 }
 
 pub struct Registry {
+    /// What the first request (a manifest GET, sent instead of a `/v2/`
+    /// ping) got, for `manifest` to take: (URL, response).
+    probe: Mutex<Option<(String, Response)>>,
     policy: Policy,
     /// `https://host:port`
     base: String,
@@ -96,7 +99,11 @@ fn is_registry_answer(status: u32) -> bool {
 }
 
 impl Registry {
-    /// Pings `/v2/` and learns how to authenticate. With no scheme given,
+    /// Talks to the registry for the first time and learns how to
+    /// authenticate. There is no `/v2/` ping: the first request is the
+    /// manifest of `r`, which the caller asks for next anyway (as
+    /// containerd's resolver does): a 401 teaches the challenge, any other
+    /// registry answer is kept for `manifest`. With no scheme given,
     /// https is used, except on loopback: there plain http is tried first
     /// (as go-containerregistry does for localhost; a TLS probe costs a CA
     /// store load, tens of milliseconds), then https when the server did
@@ -132,8 +139,12 @@ impl Registry {
         let mut last = None;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{}", r.registry);
-            let mut req = policy.request("ping registry", format!("{base}/v2/"));
-            req.max_body = Some(64 * 1024);
+            let mut req = policy.request(
+                "fetch manifest",
+                format!("{base}/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
+            );
+            req.headers.push(manifest::accept_header());
+            req.max_body = Some(manifest::MAX_MANIFEST_BYTES);
             let more = i + 1 < schemes.len();
             match fetch_retrying(&transport, &req, policy.retries) {
                 Err(e) if more && (e.is_tls_handshake() || *scheme == "http") => {
@@ -142,7 +153,7 @@ impl Registry {
                 }
                 Ok(resp) if more && *scheme == "http" && !is_registry_answer(resp.status) => {
                     last = Some(Error::http(
-                        "ping registry",
+                        "fetch manifest",
                         "GET",
                         &req.url,
                         resp.status,
@@ -174,6 +185,7 @@ impl Registry {
                         }
                     }
                     let reg = Registry {
+                        probe: Mutex::new(None),
                         policy: policy.clone(),
                         auth: Auth::new(
                             &base,
@@ -185,7 +197,7 @@ impl Registry {
                         scope: format!("repository:{}:pull", r.repository),
                         repository: r.repository.clone(),
                     };
-                    reg.take_ping(&req.url, resp)?;
+                    reg.take_probe(&transport, &req.url, resp, creds.is_some())?;
                     return Ok(reg);
                 }
             }
@@ -193,17 +205,39 @@ impl Registry {
         Err(last.unwrap_or_else(|| Error::new(libc::EIO, "no scheme to try")))
     }
 
-    fn take_ping(&self, url: &str, resp: Response) -> Result<()> {
-        match resp.status {
-            200..=299 => Ok(()),
-            401 => self
+    /// The first response: a challenge is learnt (the manifest is then
+    /// asked for again with credentials), a success is kept for `manifest`.
+    /// A refusal without a challenge (some registries hide private
+    /// repositories behind a 403 or 404) is, when there are credentials,
+    /// followed by a `/v2/` ping to learn how to use them; else it is
+    /// kept for `manifest` to report.
+    fn take_probe(
+        &self,
+        transport: &Arc<Transport>,
+        url: &str,
+        resp: Response,
+        creds: bool,
+    ) -> Result<()> {
+        let mut resp = resp;
+        if !resp.is_success() && resp.status != 401 && creds {
+            let mut req = self
+                .policy
+                .request("ping registry", format!("{}/v2/", self.base));
+            req.max_body = Some(64 * 1024);
+            let ping = fetch_retrying(transport, &req, self.policy.retries)?;
+            if ping.status != 401 {
+                return Ok(());
+            }
+            resp = ping;
+        }
+        if resp.status == 401 {
+            return self
                 .auth
                 .learn(resp.headers.get_all("www-authenticate"))
-                .map_err(|e| e.context("ping registry")),
-            // Some registries (and proxies) do not serve /v2/ itself.
-            404 => Ok(()),
-            s => Err(Error::http("ping registry", "GET", url, s, &resp.body)),
+                .map_err(|e| e.context("fetch manifest"));
         }
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((url.to_string(), resp));
+        Ok(())
     }
 
     /// The process's transport (a new one after a fork).
@@ -306,7 +340,40 @@ impl Registry {
     /// `Docker-Content-Digest` for a tag).
     pub fn manifest(&self, reference: &str) -> Result<Document> {
         let url = self.url("manifests", reference);
-        let mut req = Request::get("fetch manifest", url.clone());
+        let probe = {
+            let mut p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+            match p.take() {
+                Some((u, resp)) if u == url => Some(resp),
+                _ => None,
+            }
+        };
+        let (headers, body) = match probe {
+            Some(resp) if resp.is_success() => (resp.headers, resp.body),
+            Some(resp) => {
+                return Err(Error::http(
+                    "fetch manifest",
+                    "GET",
+                    &url,
+                    resp.status,
+                    &resp.body,
+                ))
+            }
+            None => self.fetch_manifest(&url)?,
+        };
+        let what = format!("fetch manifest {}", crate::error::redact_url(&url));
+        if reference.contains(':') {
+            Digest::parse(reference)?.verify(&body, &what)?;
+        } else if let Some(d) = headers
+            .get("docker-content-digest")
+            .and_then(|d| Digest::parse(d.trim()).ok())
+        {
+            d.verify(&body, &what)?;
+        }
+        manifest::parse(headers.get("content-type"), &body).map_err(|e| e.context(&what))
+    }
+
+    fn fetch_manifest(&self, url: &str) -> Result<(Headers, Vec<u8>)> {
+        let mut req = Request::get("fetch manifest", url.to_string());
         req.headers.push(manifest::accept_header());
         req.max_body = Some(manifest::MAX_MANIFEST_BYTES);
         req.buffer = manifest::MAX_MANIFEST_BYTES as usize + 1;
@@ -324,16 +391,7 @@ impl Registry {
             }
             body.extend_from_slice(&chunk[..n]);
         }
-        let what = format!("fetch manifest {}", crate::error::redact_url(&url));
-        if reference.contains(':') {
-            Digest::parse(reference)?.verify(&body, &what)?;
-        } else if let Some(d) = headers
-            .get("docker-content-digest")
-            .and_then(|d| Digest::parse(d.trim()).ok())
-        {
-            d.verify(&body, &what)?;
-        }
-        manifest::parse(headers.get("content-type"), &body).map_err(|e| e.context(&what))
+        Ok((headers, body))
     }
 
     /// The size of a blob, by HEAD.
