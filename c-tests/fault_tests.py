@@ -58,11 +58,12 @@ def ctl(method, path, body=None):
         return json.loads(r.read() or b"null")
 
 
-def fetch(ref, options, *mode):
+def fetch(ref, options, *mode, env=None):
     opts = ",".join(o for o in ("insecure", options) if o)
     t0 = time.monotonic()
     p = subprocess.run([FETCH, f"{PROXY}/{ref}", opts, *mode],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **(env or {})})
     return p.stdout.strip(), time.monotonic() - t0, p
 
 
@@ -96,7 +97,7 @@ def check(name, cond, detail):
 
 
 def case(name, rules, expect, ref=SMALL_REF, options="layer=1,platform=linux/amd64",
-         mode=("seq",), extra=None):
+         mode=("seq",), extra=None, env=None):
     """expect: ("ok", digest) | ("random",) | ("error", errno, substring)"""
     only = os.environ.get("CASES")
     if only and only not in name:
@@ -104,7 +105,7 @@ def case(name, rules, expect, ref=SMALL_REF, options="layer=1,platform=linux/amd
     ctl("PUT", "/__proxy/rules", rules)
     ctl("DELETE", "/__proxy/stats")
     tokens_before = ctl("GET", "/__proxy/tokens")["issued"]
-    out, secs, proc = fetch(ref, options, *mode)
+    out, secs, proc = fetch(ref, options, *mode, env=env)
     stats = ctl("GET", "/__proxy/stats")
     tokens = ctl("GET", "/__proxy/tokens")["issued"] - tokens_before
     if expect[0] == "ok":
@@ -174,6 +175,20 @@ def main():
     case("a corrupted byte: EBADMSG naming both digests",
          [{"match": BLOB, "method": "GET", "action": "corrupt", "offset": 12345}],
          ("error", errno.EBADMSG, f"expected {SMALL_DIGEST}, got sha256:"))
+    # Random preads never read the blob in order, but once they have asked
+    # for a quarter of its blocks the background fill streams the rest from
+    # byte 0 through the running hash: a corrupted byte in that stream (the
+    # 7th GET: 6 random-read GETs come first, in this fixed order) fails
+    # the reads after it, though no read ever asked for that byte.
+    case("random preads, the background fill's stream corrupted: EBADMSG",
+         [{"match": BLOB, "method": "GET", "action": "corrupt", "offset": 12345,
+           "skip": 6}],
+         ("error", errno.EBADMSG, f"expected {SMALL_DIGEST}, got sha256:"),
+         options="layer=1,platform=linux/amd64,block=64K,cache_mem=1M,readahead=256K",
+         mode=("random", BLOB_FILE, "40"), env={"FETCH_DELAY_MS": "300"},
+         extra=lambda s, t, k: [("the fill asked for the whole blob from byte 0",
+                                 any(e["range"] == f"bytes=0-{SMALL_SIZE - 1}"
+                                     for e in blob_gets(s, SMALL_DIGEST)))])
     case("a body longer than the descriptor: EBADMSG",
          [{"match": BLOB, "method": "GET", "action": "extend", "bytes": 100}],
          ("error", errno.EBADMSG, "longer"))
