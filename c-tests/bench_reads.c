@@ -44,8 +44,9 @@
  * Output: one line of key=value fields on stdout, e.g.
  *   mode=random n=2000 len=4096 seed=1 options=- size=... first_off=...
  *   open_secs=0.010 secs=0.300 reads_s=6666.7 sha256=... errors=0 ...
- * Every mode ends the line with peak_rss_kib= (getrusage(), the whole
- * process) and, when the header offers oci_registry_stats()
+ * Every mode ends the line with cpu_secs= (user + system time of the
+ * whole process: open, reads, every thread), peak_rss_kib= (getrusage(),
+ * the whole process) and, when the header offers oci_registry_stats()
  * (OCI_REGISTRY_HAS_STATS), the vfile's counters; otherwise stats=none.
  *
  * Exit codes, as the reference driver's: 0 done without errors; 1 read
@@ -230,6 +231,17 @@ static long peak_rss_kib(void)
 	return ru.ru_maxrss;	/* KiB on Linux */
 }
 
+/* CPU time of the whole process so far (every thread), user + system */
+static double cpu_secs(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		return -1;
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 /* The line's tail: peak RSS and, when the library has them, its counters. */
 static void print_tail(struct erofs_vfile *vf)
 {
@@ -240,17 +252,20 @@ static void print_tail(struct erofs_vfile *vf)
 	memset(&st, 0, sizeof(st));
 	err = oci_registry_stats(vf, &st);
 	if (err) {
-		printf(" peak_rss_kib=%ld stats=error:%d\n", peak_rss_kib(), err);
+		printf(" cpu_secs=%.3f peak_rss_kib=%ld stats=error:%d\n",
+		       cpu_secs(), peak_rss_kib(), err);
 		return;
 	}
-	printf(" peak_rss_kib=%ld requests=%" PRIu64 " bytes_fetched=%" PRIu64
-	       " retries=%" PRIu64 " cache_hits=%" PRIu64
-	       " cache_misses=%" PRIu64 " bytes_served=%" PRIu64 "\n",
+	printf(" cpu_secs=%.3f peak_rss_kib=%ld requests=%" PRIu64
+	       " bytes_fetched=%" PRIu64 " retries=%" PRIu64
+	       " cache_hits=%" PRIu64 " cache_misses=%" PRIu64
+	       " bytes_served=%" PRIu64 "\n", cpu_secs(),
 	       peak_rss_kib(), st.requests, st.bytes_fetched, st.retries,
 	       st.cache_hits, st.cache_misses, st.bytes_served);
 #else
 	(void)vf;
-	printf(" peak_rss_kib=%ld stats=none\n", peak_rss_kib());
+	printf(" cpu_secs=%.3f peak_rss_kib=%ld stats=none\n", cpu_secs(),
+	       peak_rss_kib());
 #endif
 }
 

@@ -151,9 +151,11 @@ def main():
          extra=lambda s, t, k: [("1 + 2 retries", len(blob_gets(s, SMALL_DIGEST)) == 3)])
     case("stall below the low-speed limit: aborted and resumed",
          [{"match": BLOB, "method": "GET", "action": "stall", "bytes": 200000,
-           "seconds": 8}],
+           "seconds": 15}],
          small_ok, options="layer=1,low_speed_limit=100000,low_speed_time=2",
-         extra=lambda s, t, k: [("done before the stall ends", t < 7.5)])
+         # about 4.5 s (curl's average falls below the limit after a second
+         # or two, then 2 s more), 7 s under valgrind on a loaded machine
+         extra=lambda s, t, k: [("done before the stall ends", t < 14)])
     case("503 twice on the manifest, then served",
          [{"match": MANIFEST, "action": "status", "code": 503, "times": 2}],
          small_ok,
