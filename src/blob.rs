@@ -328,8 +328,11 @@ impl Inner {
                 f.phase = Phase::Done;
             }
         }
+        let spill = !st.evicted.is_empty();
         drop(st);
-        self.flush_spill();
+        if spill {
+            self.flush_spill();
+        }
         self.cond.notify_all();
     }
 
@@ -390,8 +393,11 @@ impl Inner {
                 }
             }
         }
+        let spill = !st.evicted.is_empty();
         drop(st);
-        self.flush_spill();
+        if spill {
+            self.flush_spill();
+        }
         self.cond.notify_all();
     }
 }
@@ -940,8 +946,11 @@ impl Blob {
         // Forget finished fetches.
         st.fetches.retain(|_, f| !matches!(f.phase, Phase::Done));
         st.stats.bytes_served += copied as u64;
+        let spill = !st.evicted.is_empty();
         drop(st);
-        inner.flush_spill();
+        if spill {
+            inner.flush_spill();
+        }
         if off + len as u64 == size && self.cfg.verify != Verify::None {
             self.check_end()?;
         }
