@@ -12,7 +12,9 @@
 #
 # Checks:
 #   * bad sources (unknown repository, unknown tag, layer out of range, a
-#     blob that is not EROFS, nothing listening): erofsfuse exits non-zero
+#     blob that is not EROFS, nothing listening, wrong credentials at an
+#     htpasswd + TLS registry, whose password erofsfuse must not print):
+#     erofsfuse exits non-zero
 #     with the reason, within seconds, and leaves no mount behind;
 #   * cold mounts through c-tests/faultproxy.py (which counts the bytes of
 #     every blob GET): mount + read one small file, list the whole tree
@@ -266,6 +268,23 @@ bad_source "not an EROFS blob" "oci://$REGISTRY/plain/nomt:v1?layer=0,platform=l
 bad_source "nothing listening" \
     "oci://127.0.0.1:9/$repo_tag?layer=0,connect_timeout=2,retries=1" \
     'failed to open oci://.*\(refused\|connect\)'
+# Wrong credentials, at the htpasswd + TLS registry of the auth tests
+# (started here if it is not running; run-tests.sh stops it at the end).
+if bash "$here/auth-registry.sh" start "$work" basic-tls >/dev/null 2>"$t/auth-start.log"; then
+    # shellcheck disable=SC1091
+    . "$work/auth-basic-tls.env"
+    wrong=wrong-Pass-$$
+    bad_source "bad credentials" \
+        "oci://$AUTH_REGISTRY/private/app:v1?layer=0,username=$AUTH_USER,password=$wrong,ca=$AUTH_CA" \
+        'failed to open oci://.*credentials were refused'
+    if grep -q -- "$wrong" "$t/bad-bad credentials.log"; then
+        bad "bad source: bad credentials: the password is in erofsfuse's output"
+    else
+        ok "bad source: bad credentials: the password is not in erofsfuse's output"
+    fi
+else
+    bad "bad source: bad credentials: cannot start the auth registry: $(tail -n 1 "$t/auth-start.log")"
+fi
 
 # --- 2. cold mounts through the proxy: one small file, listing, everything -----------
 
