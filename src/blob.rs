@@ -928,11 +928,13 @@ impl Blob {
                             return Err(e);
                         }
                     } else {
-                        if f.readahead {
-                            // A readahead paused short of k must go on.
+                        if f.readahead || f.fill {
+                            // A stream paused short of k must go on.
                             if let Some(t) = &f.transfer {
                                 t.unpause();
                             }
+                        }
+                        if f.readahead {
                             st.hint = st.hint.max(k);
                         }
                         st = inner.wait(st);

@@ -184,6 +184,9 @@ struct State {
     cap: usize,
     paused: bool,
     unpause_asked: bool,
+    /// Unpause was asked for while the target was deciding to pause (not
+    /// paused yet): it tries once more instead of pausing.
+    wake_early: bool,
     err_body: Vec<u8>,
     done: Option<Result<()>>,
     /// The reader went away: abort on the next callback.
@@ -344,15 +347,21 @@ impl Handler for Sink {
             }
         }
         if let Some(t) = self.target.as_mut() {
-            match t.deliver(body) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.shared.lock().paused = true;
-                    return Err(WriteError::Pause);
-                }
-                Err(e) => {
-                    self.fail(e);
-                    return Ok(0);
+            loop {
+                match t.deliver(body) {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        let mut st = self.shared.lock();
+                        if std::mem::take(&mut st.wake_early) {
+                            continue;
+                        }
+                        st.paused = true;
+                        return Err(WriteError::Pause);
+                    }
+                    Err(e) => {
+                        self.fail(e);
+                        return Ok(0);
+                    }
                 }
             }
             self.skip -= skip as u64;
@@ -566,6 +575,7 @@ impl Transport {
                 cap: req.buffer.max(16 * 1024),
                 paused: false,
                 unpause_asked: false,
+                wake_early: false,
                 err_body: Vec::new(),
                 done: None,
                 closed: false,
@@ -818,9 +828,13 @@ impl Transfer {
         Ok(st)
     }
 
-    /// Resumes a transfer its target paused.
+    /// Resumes a transfer its target paused (or is about to pause: the
+    /// target then asks once more).
     pub fn unpause(&self) {
         let mut st = self.shared.lock();
+        if !st.paused {
+            st.wake_early = true;
+        }
         self.ask_unpause(&mut st);
     }
 
