@@ -92,8 +92,8 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.starts_with("127.")
 }
 
-/// What a registry answers to `GET /v2/` (a TLS server spoken to in plain
-/// http answers 400).
+/// What a registry answers to a manifest GET, whatever the manifest (a TLS
+/// server spoken to in plain http answers 400 instead).
 fn is_registry_answer(status: u32) -> bool {
     matches!(status, 200..=299 | 401 | 404)
 }
