@@ -192,8 +192,8 @@ pub unsafe extern "C" fn close_oci_registry(vf: *mut erofs_vfile) {
 ///       `retries=`, `connect_timeout=`,
 ///       `low_speed_limit=`, `low_speed_time=`, `username=`, `password=`,
 ///       `auth=`, `ca=`, `tls_verify=0`, `cert=`, `key=`, `mirror=`,
-///       `insecure` (plain http; loopback registries fall back to it by
-///       themselves when they do not speak TLS)
+///       `insecure` (plain http only; loopback registries are tried over
+///       plain http first, then https, unless TLS options are given)
 ///
 /// The blob is streamed: the first read returns once its first bytes
 /// arrive, and memory stays bounded (`cache_mem`) whatever the blob's
