@@ -49,6 +49,8 @@ case "$mode" in
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=c-tests/procs.sh
+. "$here/procs.sh"
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)
 dir="$workdir/auth-$mode"
@@ -90,48 +92,8 @@ jwt_header=${TOKEN_JWT_HEADER:-x5c}
 
 log() { echo "auth-registry.sh[$mode]: $*" >&2; }
 
-# Print the pid from pidfile $1 if it is alive and its command line
-# contains $2 (guards against pid reuse).
-alive_pid() {
-    local pidfile=$1 pattern=$2 pid
-    [[ -f "$pidfile" ]] || return 1
-    pid=$(<"$pidfile")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 1
-    echo "$pid"
-}
-
 reg_pid() { alive_pid "$regpidfile" "$config"; }
 tok_pid() { alive_pid "$tokpidfile" "token-server.py"; }
-
-kill_pidfile() {
-    local pidfile=$1 pattern=$2 pid i
-    if ! pid=$(alive_pid "$pidfile" "$pattern"); then
-        rm -f "$pidfile"
-        return 0
-    fi
-    kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -9 "$pid" 2>/dev/null || true
-        sleep 0.1
-    fi
-    rm -f "$pidfile"
-}
-
-free_port() {
-    python3 -c '
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-'
-}
 
 # The settings a running instance must match to be reused.
 settings() {

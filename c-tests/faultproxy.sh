@@ -21,6 +21,8 @@ usage() {
 cmd=$1
 workdir=$2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=c-tests/procs.sh
+. "$here/procs.sh"
 
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)
@@ -31,15 +33,7 @@ logfile="$dir/log"
 envfile="$workdir/faultproxy.env"
 
 # Print the pid from the pid file if that process is alive and is ours.
-running_pid() {
-    local pid
-    [[ -f "$pidfile" ]] || return 1
-    pid=$(<"$pidfile")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    grep -q "faultproxy.py" "/proc/$pid/cmdline" 2>/dev/null || return 1
-    echo "$pid"
-}
+running_pid() { alive_pid "$pidfile" faultproxy.py; }
 
 # state_field NAME: a field of the state file ("" if absent or unreadable).
 state_field() {
@@ -69,19 +63,8 @@ write_env() {
 }
 
 stop() {
-    local pid i
-    if pid=$(running_pid); then
-        kill "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null || true
-            sleep 0.1
-        fi
-    fi
-    rm -f "$pidfile" "$statefile" "$envfile"
+    kill_pidfile "$pidfile" faultproxy.py 50
+    rm -f "$statefile" "$envfile"
 }
 
 start() {

@@ -45,6 +45,8 @@ if [[ $# -ne 1 ]]; then
     exit 2
 fi
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=c-tests/procs.sh
+. "$here/procs.sh"
 mkdir -p "$1"
 work=$(cd "$1" && pwd)
 bin="$work/bin"
@@ -73,15 +75,10 @@ elapsed() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }'; }
 [[ -c /dev/fuse ]] || die "set-up: no /dev/fuse"
 command -v fusermount3 >/dev/null || die "set-up: no fusermount3"
 
-alive() {   # alive PIDFILE NAME
-    local pid
-    pid=$(cat "$1" 2>/dev/null) || return 1
-    kill -0 "$pid" 2>/dev/null && grep -q "$2" "/proc/$pid/cmdline" 2>/dev/null
-}
 started_registry=0
 started_proxy=0
-alive "$work/registry/pid" docker-registry || started_registry=1
-alive "$work/faultproxy/pid" faultproxy.py || started_proxy=1
+alive_pid "$work/registry/pid" docker-registry >/dev/null || started_registry=1
+alive_pid "$work/faultproxy/pid" faultproxy.py >/dev/null || started_proxy=1
 
 fuse_pids=()
 mounts=()

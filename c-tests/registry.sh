@@ -16,6 +16,9 @@ usage() {
 cmd=$1
 workdir=$2
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=c-tests/procs.sh
+. "$here/procs.sh"
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)
 regdir="$workdir/registry"
@@ -25,27 +28,7 @@ config="$regdir/config.yml"
 logfile="$regdir/registry.log"
 
 # Print the pid from the pid file if that process is alive and is a registry.
-running_pid() {
-    local pid
-    [[ -f "$pidfile" ]] || return 1
-    pid=$(<"$pidfile")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    # Guard against pid reuse by an unrelated process.
-    grep -q "docker-registry" "/proc/$pid/cmdline" 2>/dev/null || return 1
-    echo "$pid"
-}
-
-# Ask the kernel for a free TCP port on the loopback address.
-free_port() {
-    python3 -c '
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-'
-}
+running_pid() { alive_pid "$pidfile" docker-registry; }
 
 # Succeeds when GET /v2/ answers 200.
 probe() {
@@ -144,23 +127,7 @@ start() {
     echo "$addr"
 }
 
-stop() {
-    local pid i
-    if ! pid=$(running_pid); then
-        rm -f "$pidfile"
-        return 0
-    fi
-    kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -9 "$pid" 2>/dev/null || true
-        sleep 0.1
-    fi
-    rm -f "$pidfile"
-}
+stop() { kill_pidfile "$pidfile" docker-registry; }
 
 case "$cmd" in
     start) start ;;
