@@ -92,6 +92,14 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.starts_with("127.")
 }
 
+/// A manifest GET: the full Accept list, the size cap, room for it all.
+fn manifest_request(mut req: Request) -> Request {
+    req.headers.push(manifest::accept_header());
+    req.max_body = Some(manifest::MAX_MANIFEST_BYTES);
+    req.buffer = manifest::MAX_MANIFEST_BYTES as usize + 1;
+    req
+}
+
 /// What a registry answers to a manifest GET, whatever the manifest (a TLS
 /// server spoken to in plain http answers 400 instead).
 fn is_registry_answer(status: u32) -> bool {
@@ -139,12 +147,10 @@ impl Registry {
         let mut last = None;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{}", r.registry);
-            let mut req = policy.request(
+            let req = manifest_request(policy.request(
                 "fetch manifest",
                 format!("{base}/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
-            );
-            req.headers.push(manifest::accept_header());
-            req.max_body = Some(manifest::MAX_MANIFEST_BYTES);
+            ));
             let more = i + 1 < schemes.len();
             match fetch_retrying(&transport, &req, policy.retries) {
                 Err(e) if more && (e.is_tls_handshake() || *scheme == "http") => {
@@ -373,10 +379,7 @@ impl Registry {
     }
 
     fn fetch_manifest(&self, url: &str) -> Result<(Headers, Vec<u8>)> {
-        let mut req = Request::get("fetch manifest", url.to_string());
-        req.headers.push(manifest::accept_header());
-        req.max_body = Some(manifest::MAX_MANIFEST_BYTES);
-        req.buffer = manifest::MAX_MANIFEST_BYTES as usize + 1;
+        let req = manifest_request(Request::get("fetch manifest", url.to_string()));
         let (mut t, status, headers) = self.start(&req)?;
         if !(200..300).contains(&status) {
             return Err(t.status_error(status));
