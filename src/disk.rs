@@ -19,7 +19,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
@@ -38,8 +38,8 @@ pub struct DiskCache {
 
 struct Files {
     /// The complete blob, once there.
-    whole: Option<File>,
-    data: Option<File>,
+    whole: Option<Arc<File>>,
+    data: Option<Arc<File>>,
     map: Option<File>,
     present: Vec<u8>,
     promoted: bool,
@@ -119,7 +119,7 @@ impl DiskCache {
             map_path: PathBuf::new(),
             inner: Mutex::new(Files {
                 whole: None,
-                data: Some(data),
+                data: Some(Arc::new(data)),
                 map: None,
                 present: vec![0; size.div_ceil(block) as usize],
                 promoted: false,
@@ -144,7 +144,7 @@ impl DiskCache {
         }
         if let Ok(file) = File::open(&self.complete) {
             if file.metadata().map(|m| m.len()).ok() == Some(self.size) {
-                f.whole = Some(file);
+                f.whole = Some(Arc::new(file));
                 return Ok(());
             }
         }
@@ -163,7 +163,7 @@ impl DiskCache {
                 .truncate(false)
                 .open(&self.map_path)
                 .map_err(|e| io_err("cannot open", &self.map_path, e))?;
-            f.data = Some(data);
+            f.data = Some(Arc::new(data));
             f.map = Some(map);
         }
         let mut bytes = vec![0u8; f.present.len()];
@@ -207,13 +207,10 @@ impl DiskCache {
         if f.whole.is_none() && f.present.get(idx as usize) != Some(&1) {
             return false;
         }
-        let Some(file) = f.whole.as_ref().or(f.data.as_ref()) else {
+        let Some(file) = f.whole.as_ref().or(f.data.as_ref()).cloned() else {
             return false;
         };
-        // Reads of one file need no lock of ours: a clone of the handle.
-        let Ok(file) = file.try_clone() else {
-            return false;
-        };
+        // Reads of the file need no lock of ours.
         drop(f);
         file.read_exact_at(buf, off).is_ok()
     }
@@ -277,7 +274,7 @@ impl DiskCache {
         let _ = file.sync_data();
         if fs::rename(&self.data_path, &self.complete).is_ok() {
             let _ = fs::remove_file(&self.map_path);
-            f.whole = File::open(&self.complete).ok();
+            f.whole = File::open(&self.complete).ok().map(Arc::new);
         }
     }
 
