@@ -546,8 +546,9 @@ echo "4. the same $N preads by $THREADS threads on one vfile against 1 thread (o
 # that have touched a quarter of the blob turn into one stream, and there
 # is little left for threads to overlap: shown as information).
 # The goal is judged with the registry DELAY_MS away (delayproxy.py
-# holds every request back that long), as a registry on a network is: there a miss costs a round trip, and threads are there to overlap
-# them. On bare loopback a ranged GET costs this registry milliseconds of
+# holds every request back that long), as a registry on a network is:
+# there a miss costs a round trip, and threads are there to overlap them.
+# On bare loopback a ranged GET costs this registry milliseconds of
 # CPU, and on 2 CPUs that bounds what any client gets from threads: that
 # figure is printed next to curl's ceiling.
 delay_ref=
@@ -565,6 +566,9 @@ if [[ -n $delay_ref ]]; then
 	measure thr1_far "$ROUNDS" "$BR" threads "$delay_ref" "$o" 1 "$N" "$LEN" "$SEED"
 	measure thrN_far "$ROUNDS" "$BR" threads "$delay_ref" "$o" "$THREADS" "$N" "$LEN" "$SEED"
 fi
+kill "$delay_pid" 2>/dev/null
+wait "$delay_pid" 2>/dev/null
+delay_pid=
 for v in fill defaults; do
 	o=$(opts "$([[ $v == fill ]] && echo fill=none)")
 	measure "thr1_$v" "$ROUNDS" "$BR" threads "$ref" "$o" 1 "$N" "$LEN" "$SEED"

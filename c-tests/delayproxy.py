@@ -38,16 +38,15 @@ def shut_write(s):
 
 
 def requests(client, upstream, delay):
-    """Client to upstream: each piece waits until DELAY after it came."""
+    """Client to upstream: what each recv() gets goes on DELAY later (a
+    request, as HTTP/1.1 clients send one at a time and wait for its
+    answer)."""
     try:
         while True:
             data = client.recv(BUF)
             if not data:
                 break
-            came = time.monotonic()
-            wait = came + delay - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            time.sleep(delay)
             upstream.sendall(data)
     except OSError:
         pass
