@@ -73,8 +73,10 @@
 
 #include "oci_registry.h"
 
-#define LCG_MUL		6364136223846793005ULL
-#define LCG_ADD		1442695040888963407ULL
+#define BENCH_PROG		"bench_reads"
+#define BENCH_TIMEOUT_ENV	"BENCH_READS_TIMEOUT"
+#include "bench_util.h"
+
 #define MIB		1048576.0
 
 /* erofs-utils 1.8 had pread(vf, buf, offset, len), 1.9 pread(vf, buf, len, offset) */
@@ -84,143 +86,6 @@
 #define vf_pread(vf, buf, len, off)	((vf)->ops->pread((vf), (buf), (off), (len)))
 #endif
 #define vf_read(vf, buf, len)		((vf)->ops->read((vf), (buf), (len)))
-
-/* The start of the output line, ready for the signal handler. */
-static char line_prefix[512];
-static size_t line_prefix_len;
-static volatile sig_atomic_t line_done;
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void set_prefix(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
-static void set_prefix(const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line_prefix, sizeof(line_prefix), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof(line_prefix))
-		n = sizeof(line_prefix) - 1;
-	line_prefix_len = n;
-}
-
-static void put(const char *s)
-{
-	ssize_t r = write(STDOUT_FILENO, s, strlen(s));
-
-	(void)r;
-}
-
-static const char *signame(int sig)
-{
-	switch (sig) {
-	case SIGSEGV: return "SIGSEGV";
-	case SIGBUS: return "SIGBUS";
-	case SIGABRT: return "SIGABRT";
-	case SIGFPE: return "SIGFPE";
-	case SIGILL: return "SIGILL";
-	default: return "other";
-	}
-}
-
-/* Async-signal-safe: report and leave at once. */
-static void on_fatal(int sig)
-{
-	ssize_t r;
-
-	if (line_done)
-		_exit(4);
-	r = write(STDOUT_FILENO, line_prefix, line_prefix_len);
-	(void)r;
-	if (sig == SIGALRM) {
-		put(" result=timeout\n");
-	} else {
-		put(" result=crash signal=");
-		put(signame(sig));
-		put("\n");
-	}
-	_exit(4);
-}
-
-static void arm_watchdog(void)
-{
-	static const int sigs[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL,
-				    SIGALRM };
-	const char *t = getenv("BENCH_READS_TIMEOUT");
-	unsigned int secs = t && *t ? (unsigned int)strtoul(t, NULL, 10) : 300;
-	struct sigaction sa;
-	size_t i;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_fatal;
-	sa.sa_flags = SA_RESETHAND;
-	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	if (secs)
-		alarm(secs);
-}
-
-static void hex(const unsigned char *md, unsigned int n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	unsigned int i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[md[i] >> 4];
-		out[2 * i + 1] = digits[md[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
-static EVP_MD_CTX *sha_new(void)
-{
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-
-	if (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
-		fprintf(stderr, "bench_reads: EVP sha256 init failed\n");
-		EVP_MD_CTX_free(c);
-		return NULL;
-	}
-	return c;
-}
-
-static void sha_done(EVP_MD_CTX *c, char out[65])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int n = 0;
-
-	if (EVP_DigestFinal_ex(c, md, &n) != 1 || n != 32)
-		strcpy(out, "error");
-	else
-		hex(md, n, out);
-	EVP_MD_CTX_free(c);
-}
-
-static int parse_num(const char *s, const char *what, unsigned long long *v)
-{
-	char *end;
-
-	errno = 0;
-	*v = strtoull(s, &end, 0);
-	if (errno || end == s || *end || *s == '-') {
-		fprintf(stderr, "bench_reads: bad %s: %s\n", what, s);
-		return -EINVAL;
-	}
-	return 0;
-}
 
 static long peak_rss_kib(void)
 {
@@ -335,11 +200,8 @@ static int run_seq(struct blob *b, size_t chunk, bool hash)
 	ssize_t n;
 	int ret = 1;
 
-	if (hash) {
+	if (hash)
 		sha = sha_new();
-		if (!sha)
-			goto cleanup;
-	}
 	buf = malloc(chunk);
 	if (!buf) {
 		fprintf(stderr, "bench_reads: out of memory\n");
@@ -397,22 +259,6 @@ cleanup:
 
 /* ---- random and threads ---- */
 
-static uint64_t *make_offsets(uint64_t seed, size_t n, size_t len,
-			      uint64_t size)
-{
-	uint64_t *off = malloc((n ? n : 1) * sizeof(*off));
-	uint64_t x = seed, span = size - len + 1;
-	size_t i;
-
-	if (!off)
-		return NULL;
-	for (i = 0; i < n; i++) {
-		x = x * LCG_MUL + LCG_ADD;
-		off[i] = (x >> 11) % span;
-	}
-	return off;
-}
-
 static int run_random(struct blob *b, size_t n, size_t len, uint64_t seed)
 {
 	uint64_t *off = NULL;
@@ -434,7 +280,7 @@ static int run_random(struct blob *b, size_t n, size_t len, uint64_t seed)
 	off = make_offsets(seed, n, len, b->size);
 	sha = sha_new();
 	buf = malloc(len ? len : 1);
-	if (!off || !sha || !buf) {
+	if (!buf) {
 		fprintf(stderr, "bench_reads: out of memory\n");
 		goto cleanup;
 	}
@@ -526,7 +372,7 @@ static int run_threads(struct blob *b, size_t nthreads, size_t n, size_t len,
 	jobs = calloc(nthreads, sizeof(*jobs));
 	tids = calloc(nthreads, sizeof(*tids));
 	sha = sha_new();
-	if (!off || !data || !rets || !jobs || !tids || !sha) {
+	if (!data || !rets || !jobs || !tids) {
 		fprintf(stderr, "bench_reads: out of memory\n");
 		goto cleanup;
 	}

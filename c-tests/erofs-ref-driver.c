@@ -75,112 +75,19 @@
 #include "erofs/io.h"
 #include "liberofs_oci.h"
 
-#define LCG_MUL 6364136223846793005ULL
-#define LCG_ADD 1442695040888963407ULL
+#define BENCH_PROG		"erofs-ref-driver"
+#define BENCH_TIMEOUT_ENV	"EROFS_REF_TIMEOUT"
+#include "bench_util.h"
 
-/* The start of the output line, ready for the signal handlers. */
-static char line_prefix[512];
-static size_t line_prefix_len;
-/* Set once the result line is out: a later crash must not print another. */
-static volatile sig_atomic_t line_done;
 /*
- * The result line goes to out_fd, a copy of the original stdout. File
- * descriptor 1 itself is pointed at an unlinked temporary file: libcurl's
+ * capture_stdout() sends the result line (out_fd) to a copy of the original
+ * stdout, and points file descriptor 1 at an unlinked temporary file: libcurl's
  * default write callback is fwrite(stdout), and when threads share
  * ocierofs' one CURL handle, one thread's curl_easy_reset() can drop
  * another's write callback mid-transfer, so blob bytes land on stdout.
  * Their count is reported as stray_stdout=.
  */
-static int out_fd = STDOUT_FILENO;
 static int stray_fd = -1;
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void set_prefix(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
-static void set_prefix(const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line_prefix, sizeof(line_prefix), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof(line_prefix))
-		n = sizeof(line_prefix) - 1;
-	line_prefix_len = n;
-}
-
-static const char *signame(int sig)
-{
-	switch (sig) {
-	case SIGSEGV: return "SIGSEGV";
-	case SIGBUS: return "SIGBUS";
-	case SIGABRT: return "SIGABRT";
-	case SIGFPE: return "SIGFPE";
-	case SIGILL: return "SIGILL";
-	case SIGPIPE: return "SIGPIPE";
-	default: return "other";
-	}
-}
-
-static void put(const char *s)
-{
-	ssize_t r = write(out_fd, s, strlen(s));
-
-	(void)r;
-}
-
-/* Async-signal-safe: report and leave at once, whatever state we are in. */
-static void on_fatal(int sig)
-{
-	ssize_t r;
-
-	if (line_done) {
-		r = write(STDERR_FILENO, "erofs-ref-driver: died in cleanup\n", 34);
-		(void)r;
-		_exit(4);
-	}
-	r = write(out_fd, line_prefix, line_prefix_len);
-	(void)r;
-	if (sig == SIGALRM)
-		put(" result=timeout\n");
-	else {
-		put(" result=crash signal=");
-		put(signame(sig));
-		put("\n");
-	}
-	_exit(4);
-}
-
-static void arm_watchdog(void)
-{
-	static const int sigs[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL,
-				    SIGALRM };
-	struct sigaction sa;
-	const char *t = getenv("EROFS_REF_TIMEOUT");
-	unsigned int secs = t && *t ? (unsigned int)strtoul(t, NULL, 10) : 300;
-	size_t i;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_fatal;
-	sa.sa_flags = SA_RESETHAND;
-	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
-	/* a dead peer must surface as an error, not kill us silently */
-	signal(SIGPIPE, SIG_IGN);
-	if (secs)
-		alarm(secs);
-}
 
 static void capture_stdout(void)
 {
@@ -213,50 +120,13 @@ static long long stray_bytes(void)
 	return st.st_size;
 }
 
-static void hex(const unsigned char *md, unsigned int n, char *out)
+/* A number argument, else exit 2 (the usage error) */
+static unsigned long long num_arg(const char *s, const char *what)
 {
-	static const char digits[] = "0123456789abcdef";
-	unsigned int i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[md[i] >> 4];
-		out[2 * i + 1] = digits[md[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
-static EVP_MD_CTX *sha_new(void)
-{
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-
-	if (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
-		fprintf(stderr, "erofs-ref-driver: EVP sha256 init failed\n");
-		exit(1);
-	}
-	return c;
-}
-
-static void sha_done(EVP_MD_CTX *c, char out[65])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int n = 0;
-
-	EVP_DigestFinal_ex(c, md, &n);
-	EVP_MD_CTX_free(c);
-	hex(md, n, out);
-}
-
-static unsigned long long parse_num(const char *s, const char *what)
-{
-	char *end;
 	unsigned long long v;
 
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s || *end || *s == '-') {
-		fprintf(stderr, "erofs-ref-driver: bad %s: %s\n", what, s);
+	if (parse_num(s, what, &v))
 		exit(2);
-	}
 	return v;
 }
 
@@ -375,22 +245,6 @@ static int run_seq(struct blob *b, size_t chunk)
 }
 
 /* ---- random and threads ---- */
-
-static uint64_t *make_offsets(uint64_t seed, size_t n, size_t len,
-			      uint64_t size)
-{
-	uint64_t *off = malloc(n * sizeof(*off));
-	uint64_t x = seed, span = size - len + 1;
-	size_t i;
-
-	if (!off)
-		exit(1);
-	for (i = 0; i < n; i++) {
-		x = x * LCG_MUL + LCG_ADD;
-		off[i] = (x >> 11) % span;
-	}
-	return off;
-}
 
 static int run_random(struct blob *b, size_t n, size_t len, uint64_t seed)
 {
@@ -542,7 +396,7 @@ int main(int argc, char **argv)
 	if (argc < 6)
 		usage();
 	mode = argv[1];
-	layer = (int)parse_num(argv[5], "LAYER_INDEX");
+	layer = (int)num_arg(argv[5], "LAYER_INDEX");
 
 	capture_stdout();
 	erofs_init_configure();
@@ -551,7 +405,7 @@ int main(int argc, char **argv)
 		cfg.c_dbg_lvl = atoi(dbg);
 
 	if (!strcmp(mode, "seq") && argc == 7) {
-		size_t chunk = parse_num(argv[6], "CHUNK");
+		size_t chunk = num_arg(argv[6], "CHUNK");
 
 		if (!chunk)
 			usage();
@@ -560,9 +414,9 @@ int main(int argc, char **argv)
 		open_blob(&b, argv[2], argv[3], argv[4], layer);
 		rc = run_seq(&b, chunk);
 	} else if (!strcmp(mode, "random") && argc == 9) {
-		size_t n = parse_num(argv[6], "N");
-		size_t len = parse_num(argv[7], "LEN");
-		uint64_t seed = parse_num(argv[8], "SEED");
+		size_t n = num_arg(argv[6], "N");
+		size_t len = num_arg(argv[7], "LEN");
+		uint64_t seed = num_arg(argv[8], "SEED");
 
 		set_prefix("mode=random n=%zu len=%zu seed=%" PRIu64, n, len,
 			   seed);
@@ -570,10 +424,10 @@ int main(int argc, char **argv)
 		open_blob(&b, argv[2], argv[3], argv[4], layer);
 		rc = run_random(&b, n, len, seed);
 	} else if (!strcmp(mode, "threads") && argc == 10) {
-		size_t t = parse_num(argv[6], "T");
-		size_t n = parse_num(argv[7], "N");
-		size_t len = parse_num(argv[8], "LEN");
-		uint64_t seed = parse_num(argv[9], "SEED");
+		size_t t = num_arg(argv[6], "T");
+		size_t n = num_arg(argv[7], "N");
+		size_t len = num_arg(argv[8], "LEN");
+		uint64_t seed = num_arg(argv[9], "SEED");
 
 		set_prefix("mode=threads t=%zu n=%zu len=%zu seed=%" PRIu64,
 			   t, n, len, seed);

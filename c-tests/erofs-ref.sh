@@ -136,7 +136,8 @@ mkvar() {
     sed -n "s/^$1 = //p" "$build/lib/Makefile" | head -n1
 }
 libs="$(mkvar LIBEROFS_LIBS) $(mkvar LIBS)"
-if [[ ! -x "$driver" || "$driver" -ot "$driver_src" || "$driver" -ot "$lib" ]]
+if [[ ! -x "$driver" || "$driver" -ot "$driver_src" || "$driver" -ot "$lib" ||
+      "$driver" -ot "$here/bench_util.h" ]]
 then
     # shellcheck disable=SC2086
     run driver gcc -O2 -g -Wall -Wextra -Wno-unused-parameter \
