@@ -37,10 +37,10 @@
 # reference c-tests/erofs-ref-driver.c built by erofs-ref.sh; both print one
 # key=value line per run, and every figure below comes from those lines
 # (or from curl's -w timing, or from wall time around openssl). A figure is
-# the best of ROUNDS runs (default 3; section 1: SEQ_ROUNDS, default 7, for
-# every time it compares); a measurement stops repeating once it
-# has used BUDGET seconds (default 25; BUDGET_INFO, default 15, for the
-# information-only section 6), and then says "best of N".
+# the best of ROUNDS runs (default 3; section 1: SEQ_ROUNDS, default 7, of
+# every time it compares, run in interleaved rounds); a measurement stops
+# repeating once it has used BUDGET seconds (default 25; BUDGET_INFO,
+# default 15, for the information-only section 6), and then says "best of N".
 # Figures are reported, not asserted: the script exits 0 once it could
 # measure, and ends with "bench: N goals met, N missed".
 #
@@ -161,12 +161,15 @@ opts() {
 
 # measure NAME ROUNDS CMD...: run CMD up to ROUNDS times, fewer once BUDGET
 # seconds are spent or when it fails. $tmp/NAME.out gets each run's stdout
-# as one line plus " rc=N", $tmp/NAME.err its stderr.
+# as one line plus " rc=N", $tmp/NAME.err its stderr (added to what is
+# there with MEASURE_APPEND=1).
 measure() {
 	local name=$1 rounds=$2 t0 i out rc budget=${MEASURE_BUDGET:-$BUDGET}
 	shift 2
-	: >"$tmp/$name.out"
-	: >"$tmp/$name.err"
+	if [[ ${MEASURE_APPEND:-0} != 1 ]]; then
+		: >"$tmp/$name.out"
+		: >"$tmp/$name.err"
+	fi
 	t0=$EPOCHREALTIME
 	for ((i = 1; i <= rounds; i++)); do
 		out=$("$@" 2>>"$tmp/$name.err" </dev/null)
@@ -322,11 +325,58 @@ echo "  times: best of $ROUNDS runs unless marked; ratios above 1 mean we are fa
 echo
 echo "1. sequential read against the limit for a verified stream (best of $SEQ_ROUNDS runs, every time here)"
 cat "$file" >/dev/null
-measure curl "$SEQ_ROUNDS" curl -sS -f -o /dev/null \
-	-w 'secs=%{time_total} bytes=%{size_download} code=%{http_code}\n' "$blob_url"
 : >"$tmp/empty"
-measure ssl0 "$SEQ_ROUNDS" timed openssl dgst -sha256 -r "$tmp/empty"
-measure ssl "$SEQ_ROUNDS" timed openssl dgst -sha256 -r "$file"
+# reg_cpu CMD...: run CMD, adding reg_cpu_secs= to its line: the CPU time
+# (user + system, all threads, 1/CLK_TCK resolution) the registry process
+# spent meanwhile; it shares this machine's CPUs with us.
+reg_pid=$(cat "$WORK/registry/pid" 2>/dev/null)
+tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+reg_ticks() { awk '{ print $14 + $15 }' "/proc/$reg_pid/stat" 2>/dev/null; }
+reg_cpu() {
+	local a b out rc
+	a=$(reg_ticks)
+	out=$("$@")
+	rc=$?
+	b=$(reg_ticks)
+	echo "$out reg_cpu_secs=$(awk -v a="$a" -v b="$b" -v t="$tck" \
+		'BEGIN { if (a != "" && b != "") printf "%.2f", (b - a) / t }')"
+	return $rc
+}
+
+# Timed runs: bench_reads does not hash (BENCH_READS_HASH=0), the library
+# verifies the digest itself (verify=stream fails the last read otherwise).
+# The runs are interleaved: every round runs curl, openssl and each read of
+# ours once, so that a slow spell of this shared machine falls on both
+# sides of the ratios rather than on one.
+seq_names=(curl ssl0 ssl)
+for verify in stream none; do
+	for chunk in "${CHUNKS[@]}"; do
+		seq_names+=("seq_${verify}_$chunk")
+	done
+done
+for name in "${seq_names[@]}"; do
+	: >"$tmp/$name.out"
+	: >"$tmp/$name.err"
+done
+t0=$EPOCHREALTIME
+MEASURE_APPEND=1
+for ((round = 1; round <= SEQ_ROUNDS; round++)); do
+	measure curl 1 curl -sS -f -o /dev/null \
+		-w 'secs=%{time_total} bytes=%{size_download} code=%{http_code}\n' "$blob_url"
+	measure ssl0 1 timed openssl dgst -sha256 -r "$tmp/empty"
+	measure ssl 1 timed openssl dgst -sha256 -r "$file"
+	for verify in stream none; do
+		for chunk in "${CHUNKS[@]}"; do
+			o=$(opts "$([[ $verify == none ]] && echo verify=none)")
+			measure "seq_${verify}_$chunk" 1 \
+				reg_cpu env BENCH_READS_HASH=0 "$BR" seq "$ref" "$o" "$chunk"
+		done
+	done
+	# a round takes a second or two; stop repeating after BUDGET * 2
+	awk -v a="$t0" -v b="$EPOCHREALTIME" -v m="$((BUDGET * 2))" \
+		'BEGIN { exit !(b - a >= m) }' && break
+done
+MEASURE_APPEND=0
 t_curl=$(min_of curl secs)
 [[ $(distinct curl bytes) == "$size" ]] || t_curl=
 t_ssl_raw=$(min_of ssl secs)
@@ -354,32 +404,6 @@ fi
 	printf '  %-44s %7.3f s %6s MiB/s\n' "limit: the slower of the two" \
 		"$t_limit" "$(mibs "$t_limit")"
 
-# reg_cpu CMD...: run CMD, adding reg_cpu_secs= to its line: the CPU time
-# (user + system, all threads, 1/CLK_TCK resolution) the registry process
-# spent meanwhile; it shares this machine's CPUs with us.
-reg_pid=$(cat "$WORK/registry/pid" 2>/dev/null)
-tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
-reg_ticks() { awk '{ print $14 + $15 }' "/proc/$reg_pid/stat" 2>/dev/null; }
-reg_cpu() {
-	local a b out rc
-	a=$(reg_ticks)
-	out=$("$@")
-	rc=$?
-	b=$(reg_ticks)
-	echo "$out reg_cpu_secs=$(awk -v a="$a" -v b="$b" -v t="$tck" \
-		'BEGIN { if (a != "" && b != "") printf "%.2f", (b - a) / t }')"
-	return $rc
-}
-
-# Timed runs: bench_reads does not hash (BENCH_READS_HASH=0), the library
-# verifies the digest itself (verify=stream fails the last read otherwise).
-for verify in stream none; do
-	for chunk in "${CHUNKS[@]}"; do
-		o=$(opts "$([[ $verify == none ]] && echo verify=none)")
-		measure "seq_${verify}_$chunk" "$SEQ_ROUNDS" \
-			reg_cpu env BENCH_READS_HASH=0 "$BR" seq "$ref" "$o" "$chunk"
-	done
-done
 for chunk in "${CHUNKS[@]}"; do
 	name=seq_stream_$chunk
 	t=$(min_of "$name" secs)
