@@ -22,17 +22,9 @@ import sys
 import tempfile
 import time
 
+import envfile
+
 WORK, FETCH = sys.argv[1], sys.argv[2]
-
-
-def env_file(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.strip().split("=", 1)
-                out[k] = v
-    return out
 
 
 def layer(path, repo):
@@ -44,8 +36,8 @@ def layer(path, repo):
     raise SystemExit(f"no {repo} in {path}")
 
 
-BASIC = env_file(os.path.join(WORK, "auth-basic-tls.env"))
-TOKEN = env_file(os.path.join(WORK, "auth-token.env"))
+BASIC = envfile.read(os.path.join(WORK, "auth-basic-tls.env"))
+TOKEN = envfile.read(os.path.join(WORK, "auth-token.env"))
 B_PRIV = layer(os.path.join(WORK, "auth-basic-tls-fixtures.txt"), "private/app")[0]
 T_PRIV = layer(os.path.join(WORK, "auth-token-fixtures.txt"), "private/app")[0]
 T_PUB = layer(os.path.join(WORK, "auth-token-fixtures.txt"), "public/app")[0]
@@ -200,7 +192,7 @@ def main():
     # client certificate signed by its CA)
     mtls_env = os.path.join(WORK, "auth-mtls.env")
     if os.path.exists(mtls_env):
-        M = env_file(mtls_env)
+        M = envfile.read(mtls_env)
         mpriv = f"{M['AUTH_REGISTRY']}/private/app:v1"
         mca, mcert, mkey = M["AUTH_CA"], M["AUTH_CLIENT_CERT"], M["AUTH_CLIENT_KEY"]
         case("mtls: cert= and key= read the layer", mpriv,

@@ -19,21 +19,13 @@ import sys
 import time
 import urllib.request
 
+import envfile
+
 WORK, FETCH = sys.argv[1], sys.argv[2]
 
 
-def env(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.strip().split("=", 1)
-                out[k] = v
-    return out
-
-
-REGISTRY = env(os.path.join(WORK, "registry.env"))["REGISTRY"]
-PROXY = env(os.path.join(WORK, "faultproxy.env"))["PROXY"]
+REGISTRY = envfile.read(os.path.join(WORK, "registry.env"))["REGISTRY"]
+PROXY = envfile.read(os.path.join(WORK, "faultproxy.env"))["PROXY"]
 
 layers = {}
 big = None

@@ -39,6 +39,8 @@ import sys
 import tarfile
 import urllib.parse
 
+import envfile
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -256,19 +258,8 @@ class Client:
 # --- main ----------------------------------------------------------------------
 
 
-def read_env(path):
-    env = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                k, v = line.split("=", 1)
-                env[k] = v
-    return env
-
-
 def push_mode(work, mode):
-    env = read_env(os.path.join(work, f"auth-{mode}.env"))
+    env = envfile.read(os.path.join(work, f"auth-{mode}.env"))
     client = Client(env)
     addr = env["AUTH_REGISTRY"]
     lines = [
