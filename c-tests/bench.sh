@@ -7,6 +7,7 @@
 #      machine's limit for a verified stream: the slower of the curl CLI
 #      fetching the blob to /dev/null and `openssl dgst -sha256` hashing it
 #      from the page cache (goal >= 0.9); verify=none against curl alone
+#      (information; a failed run is a miss)
 #   2. time to first byte next to the time for the whole blob
 #   3. 2000 random 4 KiB preads, cold cache (a fresh process per run),
 #      against erofs-utils 1.9's ocierofs_io_open() doing the same preads
@@ -426,10 +427,10 @@ for chunk in "${CHUNKS[@]}"; do
 		judge "" ge 0.9
 		continue
 	fi
+	# Printed, as the issue asks, not a goal: the goal is the verified read.
 	r=$(div "$t_curl" "$t")
-	judge "$r" ge 0.9
-	printf '  %-44s %7.3f s %6s MiB/s  ratio %s (curl / ours, goal >= 0.90) %s%s%s\n' \
-		"read($chunk), verify=none" "$t" "$(mibs "$t")" "${r:-n/a}" "$V" \
+	printf '  %-44s %7.3f s %6s MiB/s  ratio %s (curl / ours; information)%s%s\n' \
+		"read($chunk), verify=none" "$t" "$(mibs "$t")" "${r:-n/a}" \
 		"$(rounds_note "$name" "$SEQ_ROUNDS")" "$(failed_runs "$name")"
 done
 
