@@ -283,9 +283,11 @@ impl DiskCache {
     }
 }
 
-/// An unlinked read-write file in `dir`.
-fn tmpfile(dir: &Path) -> std::io::Result<File> {
+/// An unlinked read-write file in `dir` (mode 0600): the spill files of
+/// blobs and of `flatten`.
+pub(crate) fn tmpfile(dir: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
     let tmp = OpenOptions::new()
         .read(true)
         .write(true)
@@ -296,15 +298,13 @@ fn tmpfile(dir: &Path) -> std::io::Result<File> {
         return Ok(f);
     }
     // Filesystems without O_TMPFILE: a fresh name, removed at once.
+    static N: AtomicU64 = AtomicU64::new(0);
     let mut last = None;
-    for i in 0..16u32 {
+    for _ in 0..16 {
         let name = dir.join(format!(
-            ".oci-registry-spill.{}.{}.{i}",
+            ".oci-registry-spill.{}.{}",
             std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
+            N.fetch_add(1, Ordering::Relaxed)
         ));
         match OpenOptions::new()
             .read(true)

@@ -97,11 +97,10 @@
 //! pass through as they are, their data unexpanded).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 /// Tuning of `flatten_with`.
 #[derive(Debug, Clone, Default)]
@@ -773,7 +772,8 @@ impl Spill {
     /// Appends exactly `n` bytes of `src`; returns their offset.
     fn put(&mut self, src: &mut dyn Read, n: u64) -> io::Result<u64> {
         if self.file.is_none() {
-            let f = temp_file(&self.dir)?;
+            let f = crate::disk::tmpfile(&self.dir)
+                .map_err(|e| context(e, &format!("spill file in {}", self.dir.display())))?;
             self.file = Some(BufWriter::with_capacity(256 * 1024, f));
         }
         if let Some(w) = &mut self.file {
@@ -829,35 +829,6 @@ impl Read for SpillReader<'_> {
         self.left -= got as u64;
         Ok(got)
     }
-}
-
-/// A read-write file in `dir` that has no name.
-fn temp_file(dir: &Path) -> io::Result<File> {
-    let tmpfile = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir);
-    if let Ok(f) = tmpfile {
-        return Ok(f);
-    }
-    // Filesystems without O_TMPFILE: create, then unlink at once.
-    static N: AtomicU64 = AtomicU64::new(0);
-    let name = dir.join(format!(
-        ".oci-flatten-spill-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&name)
-        .map_err(|e| context(e, &format!("spill file {}", name.display())))?;
-    std::fs::remove_file(&name)?;
-    Ok(f)
 }
 
 /// Copies exactly `n` bytes; a source that ends early is an error.
