@@ -415,13 +415,7 @@ impl Auth {
                 Some(c) => format!("the credentials from {}", c.source),
                 None => "anonymous access: credentials are needed".to_string(),
             };
-            let e = Error::http(
-                "get token",
-                req.method.as_str(),
-                &req.url,
-                resp.status,
-                &resp.body,
-            );
+            let e = req.error_for(&resp);
             let errno = if matches!(resp.status, 401 | 403) {
                 libc::EACCES
             } else {

@@ -109,6 +109,12 @@ impl Fetch {
             false => window,
         }
     }
+
+    /// A readahead stream (over a server that honours ranges) that has
+    /// run its window ahead of the reader at `hint`: it pauses there.
+    fn window_full(&self, hint: u64, window: u64, no_ranges: bool, bs: u64) -> bool {
+        self.readahead && !no_ranges && self.next_off / bs > hint + self.ahead(hint, window)
+    }
 }
 
 struct Fetch {
@@ -455,7 +461,7 @@ impl BodyTarget for BlockSink {
             Some(f) if f.gen == self.gen => f,
             _ => return Err(cancelled()),
         };
-        if f.readahead && !no_ranges && f.next_off / bs > hint + f.ahead(hint, inner.window) {
+        if f.window_full(hint, inner.window, no_ranges, bs) {
             return Ok(false);
         }
         // The fill runs at the pace its blocks are published (hashed,
@@ -798,9 +804,11 @@ impl Blob {
         }
         st.ramp_next = !sequential;
         let mut launches = self.plan(&mut st, b0, b1, seq);
-        // Let paused readahead go on now that the reader has moved.
+        // Let paused readahead go on once the reader has moved its window
+        // past the stream (the test `deliver` pauses on).
+        let (hint, no_ranges) = (st.hint, st.no_ranges);
         for f in st.fetches.values() {
-            if f.readahead {
+            if f.readahead && !f.window_full(hint, inner.window, no_ranges, bs) {
                 if let Some(t) = &f.transfer {
                     t.unpause();
                 }

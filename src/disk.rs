@@ -283,6 +283,15 @@ impl DiskCache {
     }
 }
 
+/// Where spill files go by default: `$TMPDIR`, else `/var/tmp` (a disk,
+/// not a tmpfs, by convention: spill files can be as big as a blob).
+pub(crate) fn default_tmp_dir() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+}
+
 /// An unlinked read-write file in `dir` (mode 0600): the spill files of
 /// blobs and of `flatten`.
 pub(crate) fn tmpfile(dir: &Path) -> std::io::Result<File> {

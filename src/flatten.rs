@@ -72,8 +72,9 @@
 //! # Memory
 //!
 //! The path set grows with the number of entries; file contents stream
-//! through a bounded buffer. Set `Options::temp_dir` to put the spill file
-//! on a disk when the default temporary directory is a tmpfs.
+//! through a bounded buffer. Hidden hard-link targets go to a spill file
+//! where blobs spill theirs (`$TMPDIR`, else `/var/tmp`), or in
+//! `Options::temp_dir`.
 //!
 //! # Formats
 //!
@@ -106,7 +107,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Where the spill file for hidden hard-link targets goes (created only
-    /// when needed, unlinked at once); default `std::env::temp_dir()`.
+    /// when needed, unlinked at once); default `$TMPDIR`, else `/var/tmp`,
+    /// as for the spill files of blobs.
     pub temp_dir: Option<PathBuf>,
 }
 
@@ -277,7 +279,12 @@ impl<W: Write> Flattener<W> {
     fn new(options: &Options, out: W) -> Self {
         Flattener {
             out: TarWriter::new(out),
-            spill: Spill::new(options.temp_dir.clone().unwrap_or_else(std::env::temp_dir)),
+            spill: Spill::new(
+                options
+                    .temp_dir
+                    .clone()
+                    .unwrap_or_else(crate::disk::default_tmp_dir),
+            ),
             state: HashMap::new(),
             waiting: HashMap::new(),
             layer: HashMap::new(),

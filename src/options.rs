@@ -93,12 +93,7 @@ impl Spill {
     /// The directory to use, if any.
     pub fn dir(&self) -> Option<PathBuf> {
         match self {
-            Spill::Auto => Some(
-                std::env::var_os("TMPDIR")
-                    .filter(|d| !d.is_empty())
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("/var/tmp")),
-            ),
+            Spill::Auto => Some(crate::disk::default_tmp_dir()),
             Spill::Dir(d) => Some(d.clone()),
             Spill::None => None,
         }

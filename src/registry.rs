@@ -158,13 +158,7 @@ impl Registry {
                     continue;
                 }
                 Ok(resp) if more && *scheme == "http" && !is_registry_answer(resp.status) => {
-                    last = Some(Error::http(
-                        "fetch manifest",
-                        "GET",
-                        &req.url,
-                        resp.status,
-                        &resp.body,
-                    ));
+                    last = Some(req.error_for(&resp));
                     continue;
                 }
                 Err(e) if *scheme == "https" && e.is_tls_handshake() && last.is_some() => {
@@ -515,14 +509,7 @@ fn fetch_retrying(transport: &Arc<Transport>, req: &Request, retries: u32) -> Re
                     .headers
                     .get("retry-after")
                     .and_then(crate::transport::parse_retry_after);
-                Err(Error::http(
-                    req.step,
-                    req.method.as_str(),
-                    &req.url,
-                    resp.status,
-                    &resp.body,
-                )
-                .with_retry_after(after))
+                Err(req.error_for(&resp).with_retry_after(after))
             } else {
                 Ok(resp)
             }

@@ -138,6 +138,17 @@ impl Request {
             ..Request::get(step, url)
         }
     }
+
+    /// The error a non-2xx answer to this request stands for.
+    pub fn error_for(&self, resp: &Response) -> Error {
+        Error::http(
+            self.step,
+            self.method.as_str(),
+            &self.url,
+            resp.status,
+            &resp.body,
+        )
+    }
 }
 
 /// Response headers, names lower-cased.
