@@ -334,18 +334,15 @@ impl Inner {
                 f.phase = Phase::Done;
             }
         }
-        let spill = !st.evicted.is_empty();
-        drop(st);
-        if spill {
-            self.flush_spill();
-        }
+        self.unlock_and_spill(st);
         self.cond.notify_all();
     }
 
-    /// Writes the blocks the memory cache evicted to the spill file,
-    /// then keeps their buffers for reuse. Called without the lock.
-    fn flush_spill(&self) {
-        let gone = std::mem::take(&mut self.lock().evicted);
+    /// Lets go of the lock, then writes the blocks the memory cache
+    /// evicted to the spill file and keeps their buffers for reuse.
+    fn unlock_and_spill(&self, mut st: MutexGuard<'_, State>) {
+        let gone = std::mem::take(&mut st.evicted);
+        drop(st);
         if gone.is_empty() {
             return;
         }
@@ -399,18 +396,14 @@ impl Inner {
                 }
             }
         }
-        let spill = !st.evicted.is_empty();
-        drop(st);
-        if spill {
-            self.flush_spill();
-        }
+        self.unlock_and_spill(st);
         self.cond.notify_all();
     }
 }
 
 impl State {
     /// Puts a block in the memory cache (`cold`: as the first to go);
-    /// what that evicts waits for `flush_spill`.
+    /// what that evicts waits for `unlock_and_spill`.
     fn keep(&mut self, idx: u64, b: Block, cold: bool) {
         let gone = if cold {
             self.cache.insert_cold(idx, b)
@@ -956,11 +949,7 @@ impl Blob {
         // Forget finished fetches.
         st.fetches.retain(|_, f| !matches!(f.phase, Phase::Done));
         st.stats.bytes_served += copied as u64;
-        let spill = !st.evicted.is_empty();
-        drop(st);
-        if spill {
-            inner.flush_spill();
-        }
+        inner.unlock_and_spill(st);
         if off + len as u64 == size && self.cfg.verify != Verify::None {
             self.check_end()?;
         }
