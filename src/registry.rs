@@ -70,8 +70,9 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
 
 pub struct Registry {
     /// What the first request (a manifest GET, sent instead of a `/v2/`
-    /// ping) got, for `manifest` to take: (URL, response).
-    probe: Mutex<Option<(String, Response)>>,
+    /// ping) got, for `manifest` to take: (URL, the response or the error
+    /// its status stands for).
+    probe: Mutex<Option<(String, Result<Response>)>>,
     policy: Policy,
     /// `https://host:port`
     base: String,
@@ -197,7 +198,7 @@ impl Registry {
                         scope: format!("repository:{}:pull", r.repository),
                         repository: r.repository.clone(),
                     };
-                    reg.take_probe(&transport, &req.url, resp, creds.is_some())?;
+                    reg.take_probe(&transport, &req, resp, creds.is_some())?;
                     return Ok(reg);
                 }
             }
@@ -214,17 +215,17 @@ impl Registry {
     fn take_probe(
         &self,
         transport: &Arc<Transport>,
-        url: &str,
+        req: &Request,
         resp: Response,
         creds: bool,
     ) -> Result<()> {
         let mut resp = resp;
         if !resp.is_success() && resp.status != 401 && creds {
-            let mut req = self
+            let mut ping = self
                 .policy
                 .request("ping registry", format!("{}/v2/", self.base));
-            req.max_body = Some(64 * 1024);
-            let ping = fetch_retrying(transport, &req, self.policy.retries)?;
+            ping.max_body = Some(64 * 1024);
+            let ping = fetch_retrying(transport, &ping, self.policy.retries)?;
             if ping.status != 401 {
                 return Ok(());
             }
@@ -236,7 +237,11 @@ impl Registry {
                 .learn(resp.headers.get_all("www-authenticate"))
                 .map_err(|e| e.context("fetch manifest"));
         }
-        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((url.to_string(), resp));
+        let kept = match resp.is_success() {
+            true => Ok(resp),
+            false => Err(req.error_for(&resp)),
+        };
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((req.url.clone(), kept));
         Ok(())
     }
 
@@ -348,16 +353,8 @@ impl Registry {
             }
         };
         let (headers, body) = match probe {
-            Some(resp) if resp.is_success() => (resp.headers, resp.body),
-            Some(resp) => {
-                return Err(Error::http(
-                    "fetch manifest",
-                    "GET",
-                    &url,
-                    resp.status,
-                    &resp.body,
-                ))
-            }
+            Some(Ok(resp)) => (resp.headers, resp.body),
+            Some(Err(e)) => return Err(e),
             None => self.fetch_manifest(&url)?,
         };
         let what = format!("fetch manifest {}", crate::error::redact_url(&url));
