@@ -172,10 +172,7 @@ opts() {
 measure() {
 	local name=$1 rounds=$2 t0 i out rc budget=${MEASURE_BUDGET:-$BUDGET}
 	shift 2
-	if [[ ${MEASURE_APPEND:-0} != 1 ]]; then
-		: >"$tmp/$name.out"
-		: >"$tmp/$name.err"
-	fi
+	[[ ${MEASURE_APPEND:-0} == 1 ]] || clear_runs "$name"
 	t0=$EPOCHREALTIME
 	for ((i = 1; i <= rounds; i++)); do
 		out=$("$@" 2>>"$tmp/$name.err" </dev/null)
@@ -187,6 +184,16 @@ measure() {
 			'BEGIN { exit !(b - a >= m) }' && break
 	done
 	return 0
+}
+
+# clear_runs NAME...: forget the runs of each NAME (before measuring them
+# with MEASURE_APPEND=1)
+clear_runs() {
+	local n
+	for n; do
+		: >"$tmp/$n.out"
+		: >"$tmp/$n.err"
+	done
 }
 
 # field NAME KEY [all]: KEY's value in each run of NAME that exited 0
@@ -264,6 +271,13 @@ div() {
 	awk -v a="$1" -v b="$2" -v d="${3:-2}" \
 		'BEGIN { if (b + 0 > 0) printf "%.*f", d, a / b }'
 }
+# less_startup T T0: time T with a process start-up T0 taken off (T when
+# that leaves nothing)
+less_startup() {
+	awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d <= 0) d = a; printf "%.6f", d }'
+}
+# slower A B: the larger of two times
+slower() { awk -v a="$1" -v b="$2" 'BEGIN { m = a; if (b + 0 > a + 0) m = b; print m }'; }
 mibs() { div "$size" "$(awk -v t="${1:-}" 'BEGIN { if (t != "") print t * 1048576 }')" 0; }
 ms() { [[ -n ${1:-} ]] && awk -v t="$1" 'BEGIN { printf "%.1f ms", t * 1000 }'; }
 kib2mib() { [[ -n ${1:-} ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -360,10 +374,7 @@ for verify in stream none; do
 		seq_names+=("seq_${verify}_$chunk")
 	done
 done
-for name in "${seq_names[@]}"; do
-	: >"$tmp/$name.out"
-	: >"$tmp/$name.err"
-done
+clear_runs "${seq_names[@]}"
 t0=$EPOCHREALTIME
 MEASURE_APPEND=1
 for ((round = 1; round <= SEQ_ROUNDS; round++)); do
@@ -390,10 +401,10 @@ t_ssl0=$(min_of ssl0 secs)
 [[ $(distinct ssl out) == "${digest#sha256:}" ]] || t_ssl_raw=
 t_ssl=
 [[ -n $t_ssl_raw && -n $t_ssl0 ]] &&
-	t_ssl=$(awk -v a="$t_ssl_raw" -v b="$t_ssl0" 'BEGIN { d = a - b; if (d <= 0) d = a; printf "%.6f", d }')
+	t_ssl=$(less_startup "$t_ssl_raw" "$t_ssl0")
 t_limit=
 [[ -n $t_curl && -n $t_ssl ]] &&
-	t_limit=$(awk -v a="$t_curl" -v b="$t_ssl" 'BEGIN { m = a; if (b + 0 > a + 0) m = b; print m }')
+	t_limit=$(slower "$t_curl" "$t_ssl")
 if [[ -n $t_curl ]]; then
 	printf '  %-44s %7.3f s %6s MiB/s\n' "curl CLI to /dev/null (its time_total)" \
 		"$t_curl" "$(mibs "$t_curl")"
@@ -493,10 +504,7 @@ awk -v n="$(nproc)" -v hash="${t_ssl:-}" '/ rc=0$/ {
 # libcrypto the library then hashes with, for us alike (information).
 if grep -qw sha_ni /proc/cpuinfo && [[ -n $t_curl ]]; then
 	nosha=(env OPENSSL_ia32cap=":~0x20000000")
-	for name in ssl0_nosha ssl_nosha seq_nosha; do
-		: >"$tmp/$name.out"
-		: >"$tmp/$name.err"
-	done
+	clear_runs ssl0_nosha ssl_nosha seq_nosha
 	MEASURE_APPEND=1
 	for ((round = 1; round <= NOSHA_ROUNDS; round++)); do
 		measure ssl0_nosha 1 timed "${nosha[@]}" openssl dgst -sha256 -r "$tmp/empty"
@@ -510,8 +518,8 @@ if grep -qw sha_ni /proc/cpuinfo && [[ -n $t_curl ]]; then
 	t_no=$(min_of seq_nosha secs)
 	echo "  as on a CPU without SHA extensions (OPENSSL_ia32cap masks them for openssl and for us; information):"
 	if [[ -n $t_ns && -n $t_no ]]; then
-		t_ns=$(awk -v a="$t_ns" -v b="$t_ns0" 'BEGIN { d = a - b; if (d <= 0) d = a; printf "%.6f", d }')
-		lim=$(awk -v a="$t_curl" -v b="$t_ns" 'BEGIN { m = a; if (b + 0 > a + 0) m = b; print m }')
+		t_ns=$(less_startup "$t_ns" "$t_ns0")
+		lim=$(slower "$t_curl" "$t_ns")
 		printf '    %-42s %7.3f s %6s MiB/s\n' "openssl dgst -sha256, file in page cache" \
 			"$t_ns" "$(mibs "$t_ns")"
 		printf '    %-42s %7.3f s %6s MiB/s  ratio %s (limit / ours)%s%s\n' \
