@@ -44,7 +44,7 @@ lib-1.8:
 	$(MAKE) lib EROFS_ABI=1.8
 
 deps:
-	bash c-tests/setup-deps.sh
+	bash c-tests/rig/setup-deps.sh
 
 # The committed headers must be what build.rs generates for both layouts.
 header-check: lib-1.9 lib-1.8
@@ -74,15 +74,15 @@ $(BUILD):
 # $(1): 1.9 or 1.8, $(2): library dir, $(3): include dir
 define c_programs
 c-build-$(1): lib-$(1) | $(BUILD)
-	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/harness.c -o $(BUILD)/harness-$(1) \
+	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/harness/harness.c -o $(BUILD)/harness-$(1) \
 		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
-	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/stream_big.c -o $(BUILD)/stream_big-$(1) \
+	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/harness/stream_big.c -o $(BUILD)/stream_big-$(1) \
 		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
-	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/fetch.c -o $(BUILD)/fetch-$(1) \
+	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/harness/fetch.c -o $(BUILD)/fetch-$(1) \
 		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
-	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/bench_reads.c -o $(BUILD)/bench_reads-$(1) \
+	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/bench/bench_reads.c -o $(BUILD)/bench_reads-$(1) \
 		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
-	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/cycles.c -o $(BUILD)/cycles-$(1) \
+	$(CC) $(CFLAGS_TEST) -I $(3) c-tests/harness/cycles.c -o $(BUILD)/cycles-$(1) \
 		-L $(2) $(LDLIBS_TEST) -Wl,-rpath,$(2)
 endef
 $(eval $(call c_programs,1.9,$(CURDIR)/target/release,$(CURDIR)/include))
@@ -96,24 +96,24 @@ test: deps header-check cargo-test lint c-build
 # Debian's erofs-utils 1.8.6 and 1.9.x with our patches (mkfs.erofs and
 # erofsfuse taking oci:// sources), linked with the library.
 erofs-utils: lib-1.9 lib-1.8
-	bash c-tests/erofs-utils.sh $(WORK)
+	bash c-tests/erofs-utils/erofs-utils.sh $(WORK)
 
 erofs-test: erofs-utils c-build
-	bash c-tests/registry.sh start $(WORK) >/dev/null
-	bash c-tests/mkfs_tests.sh $(WORK)
-	bash c-tests/mount_tests.sh $(WORK)
+	bash c-tests/rig/registry.sh start $(WORK) >/dev/null
+	bash c-tests/erofs-utils/mkfs_tests.sh $(WORK)
+	bash c-tests/erofs-utils/mount_tests.sh $(WORK)
 
 # Time-boxed fuzzing of the parsers (not part of make test).
 fuzz:
 	bash c-tests/fuzz.sh $(FUZZ_SECONDS)
 
 demo: deps lib-1.9 lib-1.8 | $(BUILD)
-	$(CC) $(CFLAGS_TEST) -I include c-tests/demo.c -o $(BUILD)/demo \
+	$(CC) $(CFLAGS_TEST) -I include c-tests/demo/demo.c -o $(BUILD)/demo \
 		-L target/release -loci_registry -Wl,-rpath,$(CURDIR)/target/release
-	bash c-tests/demo.sh $(WORK) $(BUILD)
+	bash c-tests/demo/demo.sh $(WORK) $(BUILD)
 
 bench: deps c-build-1.9
-	bash c-tests/bench.sh $(WORK) $(BUILD)
+	bash c-tests/bench/bench.sh $(WORK) $(BUILD)
 
 clean:
 	$(CARGO) clean

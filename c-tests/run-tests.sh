@@ -37,21 +37,21 @@ run() {
 }
 
 stop_all() {
-	bash "$HERE/faultproxy.sh" stop "$WORK" >/dev/null 2>&1 || true
-	bash "$HERE/auth-registry.sh" stop "$WORK" basic-tls >/dev/null 2>&1 || true
-	bash "$HERE/auth-registry.sh" stop "$WORK" mtls >/dev/null 2>&1 || true
-	bash "$HERE/auth-registry.sh" stop "$WORK" token >/dev/null 2>&1 || true
-	bash "$HERE/registry.sh" stop "$WORK" >/dev/null
+	bash "$HERE/rig/faultproxy.sh" stop "$WORK" >/dev/null 2>&1 || true
+	bash "$HERE/rig/auth-registry.sh" stop "$WORK" basic-tls >/dev/null 2>&1 || true
+	bash "$HERE/rig/auth-registry.sh" stop "$WORK" mtls >/dev/null 2>&1 || true
+	bash "$HERE/rig/auth-registry.sh" stop "$WORK" token >/dev/null 2>&1 || true
+	bash "$HERE/rig/registry.sh" stop "$WORK" >/dev/null
 }
-bash "$HERE/registry.sh" start "$WORK" >/dev/null
+bash "$HERE/rig/registry.sh" start "$WORK" >/dev/null
 trap stop_all EXIT
 # shellcheck disable=SC1091
 . "$WORK/registry.env"
-python3 "$HERE/push_fixtures.py" --registry "$REGISTRY" --work "$WORK"
-bash "$HERE/erofs-src.sh" "$WORK"
+python3 "$HERE/rig/push_fixtures.py" --registry "$REGISTRY" --work "$WORK"
+bash "$HERE/erofs-utils/erofs-src.sh" "$WORK"
 # Debian's erofs-utils with our patches (mkfs.erofs and erofsfuse taking
 # oci:// sources), linked with the library: used by the flatten tests too.
-bash "$HERE/erofs-utils.sh" "$WORK"
+bash "$HERE/erofs-utils/erofs-utils.sh" "$WORK"
 
 # The layout of our structs against erofs-utils' own <erofs/io.h>, and a
 # vfile of ours read through erofs-utils' struct.
@@ -63,8 +63,8 @@ for abi in 1.9 1.8; do
 		lib="$ROOT/target/erofs-1.8/release"
 	fi
 	# shellcheck disable=SC2086
-	$CC $CFLAGS -I "$inc" "$HERE/abi_ours.c" "$HERE/abi_check.c" \
-		-I "$WORK/erofs-$abi/include" "$HERE/abi_erofs.c" \
+	$CC $CFLAGS -I "$inc" "$HERE/harness/abi_ours.c" "$HERE/harness/abi_check.c" \
+		-I "$WORK/erofs-$abi/include" "$HERE/harness/abi_erofs.c" \
 		-o "$BUILD/abi-$abi" -L "$lib" -loci_registry -lcrypto -lpthread \
 		-Wl,-rpath,"$lib"
 	run "abi-$abi" "$BUILD/abi-$abi" "$WORK/fixtures.txt"
@@ -85,8 +85,8 @@ run stream_big-libcrypto env OPENSSL_ia32cap=":~0x20000000" \
 # Images with whiteouts, opaque directories, hard links across layers and
 # mixed compressions: flatten and decompress=auto against an independent
 # model of how layers apply.
-python3 "$HERE/push_layered_fixtures.py" --registry "$REGISTRY" --work "$WORK" >/dev/null
-run flatten python3 "$HERE/flatten_tests.py" "$WORK" "$BUILD/fetch-1.9"
+python3 "$HERE/rig/push_layered_fixtures.py" --registry "$REGISTRY" --work "$WORK" >/dev/null
+run flatten python3 "$HERE/harness/flatten_tests.py" "$WORK" "$BUILD/fetch-1.9"
 
 # fork() with an open vfile: the child reads on (erofsfuse daemonizes).
 forks() {
@@ -143,26 +143,26 @@ run disk_cache disk_cache
 run cycles "$BUILD/cycles-1.9" "$REGISTRY/library/hello" "platform=linux/amd64" 10000
 
 # Faults a real registry will not produce on demand, from a proxy in front.
-bash "$HERE/faultproxy.sh" start "$WORK" >/dev/null
+bash "$HERE/rig/faultproxy.sh" start "$WORK" >/dev/null
 # Every case under valgrind: no memory errors or leaks on any fault path.
 printf '#!/bin/bash\nexec %s "%s" "$@"\n' "${VALGRIND[*]}" "$BUILD/fetch-1.9" > "$BUILD/vg-fetch"
 chmod +x "$BUILD/vg-fetch"
-run faults python3 "$HERE/fault_tests.py" "$WORK" "$BUILD/vg-fetch"
+run faults python3 "$HERE/harness/fault_tests.py" "$WORK" "$BUILD/vg-fetch"
 
 # The real erofs-utils (Debian's 1.8.6 and 1.9.x sources with our small
 # patches, built above): mkfs.erofs from oci:// sources, erofsfuse
 # mounting an EROFS image lazily from the registry.
-run mkfs-erofs bash "$HERE/mkfs_tests.sh" "$WORK"
-run mount-erofs bash "$HERE/mount_tests.sh" "$WORK"
+run mkfs-erofs bash "$HERE/erofs-utils/mkfs_tests.sh" "$WORK"
+run mount-erofs bash "$HERE/erofs-utils/mount_tests.sh" "$WORK"
 
 # The same registry with htpasswd + TLS (private CA), and with token auth
 # (short-lived tokens, to see them renewed).
-bash "$HERE/auth-registry.sh" start "$WORK" basic-tls >/dev/null
-bash "$HERE/auth-registry.sh" start "$WORK" mtls >/dev/null
-TOKEN_EXPIRES_IN=4 bash "$HERE/auth-registry.sh" start "$WORK" token >/dev/null
-python3 "$HERE/push_auth_fixtures.py" --work "$WORK" --mode basic-tls >/dev/null
-python3 "$HERE/push_auth_fixtures.py" --work "$WORK" --mode token >/dev/null
-run auth python3 "$HERE/auth_tests.py" "$WORK" "$BUILD/fetch-1.9"
+bash "$HERE/rig/auth-registry.sh" start "$WORK" basic-tls >/dev/null
+bash "$HERE/rig/auth-registry.sh" start "$WORK" mtls >/dev/null
+TOKEN_EXPIRES_IN=4 bash "$HERE/rig/auth-registry.sh" start "$WORK" token >/dev/null
+python3 "$HERE/rig/push_auth_fixtures.py" --work "$WORK" --mode basic-tls >/dev/null
+python3 "$HERE/rig/push_auth_fixtures.py" --work "$WORK" --mode token >/dev/null
+run auth python3 "$HERE/harness/auth_tests.py" "$WORK" "$BUILD/fetch-1.9"
 
 echo "integration: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -18,7 +18,7 @@
 #   4. the same preads by 4 threads on one vfile against 1 thread, with
 #      fill=none so that each thread's misses are fetched on demand: from
 #      the registry DELAY_MS (default 10) ms away, through
-#      c-tests/delayproxy.py holding every request back that long
+#      c-tests/rig/delayproxy.py holding every request back that long
 #      (goal >= 2.5x: the misses of several threads are in flight
 #      together); on bare loopback next to the ceiling that concurrency
 #      gives the registry's own ranged GETs there (curl, 1 against 4
@@ -37,8 +37,8 @@
 #      a second mount on a warm cache_dir= (goal: nothing fetched); needs
 #      /dev/fuse, else NOT MEASURED
 #
-# Our side is BUILDDIR/bench_reads-1.9 (c-tests/bench_reads.c), the
-# reference c-tests/erofs-ref-driver.c built by erofs-ref.sh; both print one
+# Our side is BUILDDIR/bench_reads-1.9 (c-tests/bench/bench_reads.c), the
+# reference c-tests/bench/erofs-ref-driver.c built by erofs-ref.sh; both print one
 # key=value line per run, and every figure below comes from those lines
 # (or from curl's -w timing, or from wall time around openssl). A figure is
 # the best of ROUNDS runs (default 3; section 1: SEQ_ROUNDS, default 7, of
@@ -125,20 +125,20 @@ cleanup() {
 	rm -rf "$tmp"
 	[[ -n $delay_pid ]] && kill "$delay_pid" 2>/dev/null
 	if [[ $we_started -eq 1 ]]; then
-		bash "$HERE/registry.sh" stop "$WORK" >/dev/null 2>&1
+		bash "$HERE/../rig/registry.sh" stop "$WORK" >/dev/null 2>&1
 	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-bash "$HERE/registry.sh" start "$WORK" >/dev/null || die "registry.sh start failed"
+bash "$HERE/../rig/registry.sh" start "$WORK" >/dev/null || die "registry.sh start failed"
 # shellcheck disable=SC1091
 . "$WORK/registry.env"
 case ${REGISTRY%:*} in
 127.* | localhost | "[::1]") ;;
 *) die "registry $REGISTRY is not on the loopback interface" ;;
 esac
-python3 "$HERE/push_fixtures.py" --registry "$REGISTRY" --work "$WORK" \
+python3 "$HERE/../rig/push_fixtures.py" --registry "$REGISTRY" --work "$WORK" \
 	>/dev/null 2>"$tmp/push.err" || {
 	cat "$tmp/push.err" >&2
 	die "push_fixtures.py failed"
@@ -626,7 +626,7 @@ echo "4. the same $N preads by $THREADS threads on one vfile against 1 thread (o
 # CPU, and on 2 CPUs that bounds what any client gets from threads: that
 # figure is printed next to curl's ceiling.
 delay_ref=
-python3 "$HERE/delayproxy.py" --upstream "$REGISTRY" --delay-ms "$DELAY_MS" \
+python3 "$HERE/../rig/delayproxy.py" --upstream "$REGISTRY" --delay-ms "$DELAY_MS" \
 	--port-file "$tmp/delay.port" 2>"$tmp/delay.err" &
 delay_pid=$!
 for _ in $(seq 50); do
@@ -834,9 +834,9 @@ echo "7. mkfs.erofs --tar=f of a 235 MiB tar layer from the registry (best of $R
 mkfs_ours="$WORK/bin/mkfs.erofs-1.9"
 mkfs_ref="$WORK/erofs-ref-build/mkfs/mkfs.erofs"
 erofs_why=	# why sections 7 and 8 cannot run (empty: they can)
-if ! bash "$HERE/erofs-utils.sh" "$WORK" >"$tmp/erofs-utils.log" 2>&1 || [[ ! -x $mkfs_ours ]]; then
+if ! bash "$HERE/../erofs-utils/erofs-utils.sh" "$WORK" >"$tmp/erofs-utils.log" 2>&1 || [[ ! -x $mkfs_ours ]]; then
 	erofs_why="the patched erofs-utils did not build ($(tail -n 1 "$tmp/erofs-utils.log"))"
-elif ! python3 "$HERE/push_erofs_fixture.py" --registry "$REGISTRY" --work "$WORK" >"$tmp/erofs-fixture.log" 2>&1; then
+elif ! python3 "$HERE/../rig/push_erofs_fixture.py" --registry "$REGISTRY" --work "$WORK" >"$tmp/erofs-fixture.log" 2>&1; then
 	erofs_why="the EROFS fixtures could not be pushed ($(tail -n 1 "$tmp/erofs-fixture.log"))"
 fi
 if [[ -n $erofs_why ]]; then

@@ -2,7 +2,7 @@
 /*
  * bench_reads - our side of `make bench`: open one blob with
  * oci_registry_open() and read it through the erofs_vfile's ops, timing
- * the reads, as c-tests/erofs-ref-driver.c does with erofs-utils 1.9's
+ * the reads, as c-tests/bench/erofs-ref-driver.c does with erofs-utils 1.9's
  * own OCI reader.  The modes, their offsets and their checksums are the
  * reference driver's, so the two can be compared byte for byte.
  *

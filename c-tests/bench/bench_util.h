@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
- * What the two sides of make bench share: c-tests/bench_reads.c (reads
- * through liboci_registry) and c-tests/erofs-ref-driver.c (the same reads
+ * What the two sides of make bench share: c-tests/bench/bench_reads.c (reads
+ * through liboci_registry) and c-tests/bench/erofs-ref-driver.c (the same reads
  * through erofs-utils 1.9's own OCI reader).  One copy of the offsets of
  * the random modes, so that both sides read the same bytes, of the sha256
  * in hex they print, of the clock, of number parsing, and of the result

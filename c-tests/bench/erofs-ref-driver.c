@@ -2,7 +2,7 @@
 /*
  * erofs-ref-driver: the reference side of `make bench`. It opens one layer
  * blob of an image with erofs-utils 1.9's own OCI reader (ocierofs_io_open()
- * in lib/remotes/oci.c, built by c-tests/erofs-ref.sh) and reads it through
+ * in lib/remotes/oci.c, built by c-tests/bench/erofs-ref.sh) and reads it through
  * the erofs_vfile it gets back, timing the reads.
  *
  * usage: erofs-ref-driver MODE REGISTRY REPO TAG_OR_DIGEST LAYER_INDEX [args]

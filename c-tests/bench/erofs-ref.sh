@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # Build the reference the bench measures us against: erofs-utils 1.9.x's
 # own OCI blob reader (lib/remotes/oci.c, ocierofs_io_open) in liberofs,
-# plus the small driver c-tests/erofs-ref-driver.c linked against it.
+# plus the small driver c-tests/bench/erofs-ref-driver.c linked against it.
 #
 #   WORKDIR/erofs-1.9          pristine upstream tree (from erofs-src.sh)
 #   WORKDIR/erofs-ref-build    a copy of it, configured with --enable-oci
@@ -61,7 +61,7 @@ run() {
 # 1. The pristine source.
 if [[ ! -f "$src/lib/remotes/oci.c" ]]; then
     say "no $src; running erofs-src.sh"
-    bash "$here/erofs-src.sh" "$workdir" >&2 ||
+    bash "$here/../erofs-utils/erofs-src.sh" "$workdir" >&2 ||
         fail "erofs-src.sh $workdir failed (no erofs-utils 1.9.x source)"
 fi
 [[ -f "$src/lib/remotes/oci.c" && -f "$src/lib/liberofs_oci.h" ]] ||

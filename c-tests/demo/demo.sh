@@ -18,14 +18,14 @@ cleanup() {
 		fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
 		kill -9 "$fuse_pid" 2>/dev/null || true
 	fi
-	bash "$HERE/registry.sh" stop "$WORK" >/dev/null
+	bash "$HERE/../rig/registry.sh" stop "$WORK" >/dev/null
 }
-bash "$HERE/registry.sh" start "$WORK" >/dev/null
+bash "$HERE/../rig/registry.sh" start "$WORK" >/dev/null
 trap cleanup EXIT
 # shellcheck disable=SC1091
 . "$WORK/registry.env"
-python3 "$HERE/push_fixtures.py" --registry "$REGISTRY" --work "$WORK" >/dev/null
-python3 "$HERE/push_layered_fixtures.py" --registry "$REGISTRY" --work "$WORK" >/dev/null
+python3 "$HERE/../rig/push_fixtures.py" --registry "$REGISTRY" --work "$WORK" >/dev/null
+python3 "$HERE/../rig/push_layered_fixtures.py" --registry "$REGISTRY" --work "$WORK" >/dev/null
 
 big=$(awk '$1 == "big" { print $2; exit }' "$WORK/fixtures.txt")
 big_url=$(awk '$1 == "url" && $2 ~ /library\/big\/digest-1$/ { print $2; exit }' "$WORK/fixtures.txt")
@@ -58,7 +58,7 @@ echo "   directory, hard links across layers, a 50 MiB file):"
 echo "   mkfs.erofs (Debian's erofs-utils 1.9 + our small patch) --tar=f from"
 echo "   oci://$image?flatten  (layers decompressed and merged by the library)"
 fsck_ok=0
-if bash "$HERE/erofs-utils.sh" "$WORK" > "$WORK/demo-erofs-utils.log" 2>&1; then
+if bash "$HERE/../erofs-utils/erofs-utils.sh" "$WORK" > "$WORK/demo-erofs-utils.log" 2>&1; then
 	img="$WORK/demo-image.erofs"
 	rm -f "$img"
 	start=$(date +%s.%N)
@@ -101,7 +101,7 @@ elif ! command -v fusermount3 > /dev/null; then
 	echo "   skipped: no FUSE here (no fusermount3)"
 elif [[ ! -x $fuse ]]; then
 	echo "   skipped: no $fuse (see $WORK/demo-erofs-utils.log)"
-elif ! pushed=$(python3 - "$HERE" "$REGISTRY" "$WORK" "$img" 2> "$WORK/demo-push.log" <<'PY'
+elif ! pushed=$(python3 - "$HERE/../rig" "$REGISTRY" "$WORK" "$img" 2> "$WORK/demo-push.log" <<'PY'
 # Push the image as the one layer of demo/erofs:v1 (plain HTTP uploads, the
 # media type containerd gives EROFS layers), as push_erofs_fixture.py does.
 import os, sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # Build erofs-utils 1.8.x and 1.9.x patched to read from a registry through
-# liboci_registry (c-tests/erofs-patches/):
+# liboci_registry (c-tests/erofs-utils/patches/):
 #
 #   mkfs.erofs --tar=f IMAGE 'oci://REF?OPTIONS'   (1.8 and 1.9; --tar=i too)
 #   erofsfuse 'oci://REF?OPTIONS' MOUNTPOINT       (1.9)
@@ -32,11 +32,11 @@ if [[ $# -ne 1 ]]; then
 fi
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+root=$(cd "$here/../.." && pwd)
 mkdir -p "$1"
 workdir=$(cd "$1" && pwd)
 bindir="$workdir/bin"
-patchdir="$here/erofs-patches"
+patchdir="$here/patches"
 log="$workdir/erofs-utils-build.log"
 jobs=$(nproc 2>/dev/null || echo 2)
 

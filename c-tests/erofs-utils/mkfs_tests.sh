@@ -10,7 +10,7 @@
 # --device), and the extracted tree is compared with the layer unpacked by
 # GNU tar from the blob push_fixtures.py saved (WORKDIR/blobs/sha256/<hex>):
 # paths, types, modes, owners, sizes, sha256 of every file, link targets
-# (c-tests/treecmp.py).
+# (c-tests/rig/treecmp.py).
 #
 # Cases per version:
 #   tar-f layer0           the uncompressed tar layer (works today)
@@ -78,24 +78,24 @@ proxy_pid() {
     kill -0 "$pid" 2>/dev/null && grep -q faultproxy.py "/proc/$pid/cmdline" 2>/dev/null
 }
 proxy_pid || started_proxy=1
-if ! bash "$here/registry.sh" start "$work" >/dev/null; then
+if ! bash "$here/../rig/registry.sh" start "$work" >/dev/null; then
     bad "set-up: cannot start the registry"
     summary
     exit 1
 fi
 cleanup() {
     if [[ $started_proxy -eq 1 ]]; then
-        bash "$here/faultproxy.sh" stop "$work" >/dev/null 2>&1 || true
+        bash "$here/../rig/faultproxy.sh" stop "$work" >/dev/null 2>&1 || true
     fi
     if [[ $started_registry -eq 1 ]]; then
-        bash "$here/registry.sh" stop "$work" >/dev/null 2>&1 || true
+        bash "$here/../rig/registry.sh" stop "$work" >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
 # shellcheck disable=SC1091
 . "$work/registry.env"
 
-if ! python3 "$here/push_fixtures.py" --registry "$REGISTRY" --work "$work" \
+if ! python3 "$here/../rig/push_fixtures.py" --registry "$REGISTRY" --work "$work" \
     >"$work/mkfs-tests-push.log" 2>&1; then
     tail -n 20 "$work/mkfs-tests-push.log"
     bad "set-up: push_fixtures.py failed"
@@ -111,14 +111,14 @@ if [[ $rc -ne 0 ]]; then
     exit 1
 fi
 
-if ! python3 "$here/push_erofs_fixture.py" --registry "$REGISTRY" --work "$work" \
+if ! python3 "$here/../rig/push_erofs_fixture.py" --registry "$REGISTRY" --work "$work" \
     2>"$work/mkfs-tests-push2.log"; then
     tail -n 20 "$work/mkfs-tests-push2.log"
     bad "set-up: push_erofs_fixture.py failed"
     summary
     exit 1
 fi
-if ! bash "$here/faultproxy.sh" start "$work" >/dev/null; then
+if ! bash "$here/../rig/faultproxy.sh" start "$work" >/dev/null; then
     bad "set-up: cannot start faultproxy"
     summary
     exit 1
@@ -182,7 +182,7 @@ check() {
         bad "$name (erofs-utils $v): fsck.erofs --extract failed: $(tail -n 3 "$log" | tr '\n' ' ')"
         return
     fi
-    if python3 "$here/treecmp.py" compare "$exp" "$out" --owners >>"$log" 2>&1; then
+    if python3 "$here/../rig/treecmp.py" compare "$exp" "$out" --owners >>"$log" 2>&1; then
         ok "$name (erofs-utils $v): $(tail -n 1 "$log" | sed 's/^treecmp: //')"
         rm -rf "$out"
     else

@@ -7,7 +7,7 @@
 #
 # against the image push_erofs_fixture.py built and pushed (a ~232 MiB
 # tree of 4000+ entries), and comparing what the mount shows with the
-# generated tree (c-tests/treecmp.py: every path, type, mode, owner, size,
+# generated tree (c-tests/rig/treecmp.py: every path, type, mode, owner, size,
 # link target, and the sha256 of every file).
 #
 # Checks:
@@ -16,7 +16,7 @@
 #     htpasswd + TLS registry, whose password erofsfuse must not print):
 #     erofsfuse exits non-zero
 #     with the reason, within seconds, and leaves no mount behind;
-#   * cold mounts through c-tests/faultproxy.py (which counts the bytes of
+#   * cold mounts through c-tests/rig/faultproxy.py (which counts the bytes of
 #     every blob GET): mount + read one small file, list the whole tree
 #     (metadata only), read everything; each on a fresh mount, each
 #     compared with the tree; unmounted with fusermount3 -u;
@@ -45,14 +45,14 @@ if [[ $# -ne 1 ]]; then
     exit 2
 fi
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=c-tests/procs.sh
-. "$here/procs.sh"
+# shellcheck source=c-tests/rig/procs.sh
+. "$here/../rig/procs.sh"
 mkdir -p "$1"
 work=$(cd "$1" && pwd)
 bin="$work/bin"
 fuse="$bin/erofsfuse-1.9"
 t="$work/mount-tests"
-treecmp="$here/treecmp.py"
+treecmp="$here/../rig/treecmp.py"
 
 passed=0
 failed=0
@@ -93,30 +93,30 @@ cleanup() {
     for p in "${fuse_pids[@]}"; do
         kill -9 "$p" 2>/dev/null || true
     done
-    bash "$here/registry.sh" stop "$reg2" >/dev/null 2>&1 || true
+    bash "$here/../rig/registry.sh" stop "$reg2" >/dev/null 2>&1 || true
     if [[ $started_proxy -eq 1 ]]; then
-        bash "$here/faultproxy.sh" stop "$work" >/dev/null 2>&1 || true
+        bash "$here/../rig/faultproxy.sh" stop "$work" >/dev/null 2>&1 || true
     fi
     if [[ $started_registry -eq 1 ]]; then
-        bash "$here/registry.sh" stop "$work" >/dev/null 2>&1 || true
+        bash "$here/../rig/registry.sh" stop "$work" >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
 
-bash "$here/registry.sh" start "$work" >/dev/null || die "set-up: cannot start the registry"
+bash "$here/../rig/registry.sh" start "$work" >/dev/null || die "set-up: cannot start the registry"
 # shellcheck disable=SC1091
 . "$work/registry.env"
 rc=0
 bash "$here/erofs-utils.sh" "$work" >/dev/null 2>"$work/mount-tests-build.log" || rc=$?
 [[ $rc -eq 0 ]] || { tail -n 20 "$work/mount-tests-build.log"; die "set-up: erofs-utils.sh failed (exit $rc)"; }
-python3 "$here/push_erofs_fixture.py" --registry "$REGISTRY" --work "$work" \
+python3 "$here/../rig/push_erofs_fixture.py" --registry "$REGISTRY" --work "$work" \
     2>"$work/mount-tests-push.log" ||
     { tail -n 20 "$work/mount-tests-push.log"; die "set-up: push_erofs_fixture.py failed"; }
 # Only for the "not an EROFS blob" case (plain/nomt:v1 layer 0 is a tar).
-python3 "$here/push_fixtures.py" --registry "$REGISTRY" --work "$work" \
+python3 "$here/../rig/push_fixtures.py" --registry "$REGISTRY" --work "$work" \
     >/dev/null 2>"$work/mount-tests-push2.log" ||
     { tail -n 20 "$work/mount-tests-push2.log"; die "set-up: push_fixtures.py failed"; }
-bash "$here/faultproxy.sh" start "$work" >/dev/null || die "set-up: cannot start faultproxy"
+bash "$here/../rig/faultproxy.sh" start "$work" >/dev/null || die "set-up: cannot start faultproxy"
 # shellcheck disable=SC1091
 . "$work/faultproxy.env"
 
@@ -218,7 +218,7 @@ proxy_bytes() {
         END { printf "%d %d %d\n", sum, n, max }'
 }
 proxy_reset() {
-    python3 "$here/faultctl.py" "$PROXY" clear >/dev/null
+    python3 "$here/../rig/faultctl.py" "$PROXY" clear >/dev/null
     proxy_log_off=$(stat -c %s "$proxy_log")
 }
 share() { awk -v b="$1" -v s="$image_size" 'BEGIN { printf "%.2f%%", 100 * b / s }'; }
@@ -267,7 +267,7 @@ bad_source "nothing listening" \
     'failed to open oci://.*\(refused\|connect\)'
 # Wrong credentials, at the htpasswd + TLS registry of the auth tests
 # (started here if it is not running; run-tests.sh stops it at the end).
-if bash "$here/auth-registry.sh" start "$work" basic-tls >/dev/null 2>"$t/auth-start.log"; then
+if bash "$here/../rig/auth-registry.sh" start "$work" basic-tls >/dev/null 2>"$t/auth-start.log"; then
     # shellcheck disable=SC1091
     . "$work/auth-basic-tls.env"
     wrong=wrong-Pass-$$
@@ -405,7 +405,7 @@ proxy_reset
 if mount_fg "oci://$PROXY/$repo_tag?$fault_opts" "$mnt" "$t/mount-stall.log"; then
     r=$(read_file "$mnt/$small" 30)
     [[ "$r" == "ok $small_sha "* ]] || bad "stall: first read failed: $r"
-    python3 "$here/faultctl.py" "$PROXY" rules \
+    python3 "$here/../rig/faultctl.py" "$PROXY" rules \
         '[{"match": "/blobs/", "method": "GET", "action": "stall", "seconds": 120, "times": -1}]' >/dev/null
     big="large/big2.img"
     r=$(read_file "$mnt/$big" 90)
@@ -420,7 +420,7 @@ if mount_fg "oci://$PROXY/$repo_tag?$fault_opts" "$mnt" "$t/mount-stall.log"; th
     else
         bad "stall: stat after the failure: $r"
     fi
-    python3 "$here/faultctl.py" "$PROXY" clear >/dev/null
+    python3 "$here/../rig/faultctl.py" "$PROXY" clear >/dev/null
     if unmount "$mnt" "$fuse_pid"; then
         ok "stall: unmount works"
     else
@@ -436,7 +436,7 @@ fi
 # leaves the WORKDIR's registry alone.
 mkdir -p "$reg2/registry"
 ln -sfn "$work/registry/data" "$reg2/registry/data"
-if reg2_addr=$(bash "$here/registry.sh" start "$reg2" 2>"$t/reg2.log"); then
+if reg2_addr=$(bash "$here/../rig/registry.sh" start "$reg2" 2>"$t/reg2.log"); then
     if mount_fg "oci://$reg2_addr/$repo_tag?$fault_opts" "$mnt" "$t/mount-kill.log"; then
         r=$(read_file "$mnt/$small" 30)
         [[ "$r" == "ok $small_sha "* ]] || bad "registry killed: first read failed: $r"
@@ -458,7 +458,7 @@ if reg2_addr=$(bash "$here/registry.sh" start "$reg2" 2>"$t/reg2.log"); then
     else
         bad "registry killed: erofsfuse did not mount: $(tail -n 3 "$t/mount-kill.log" | tr '\n' ' ')"
     fi
-    bash "$here/registry.sh" stop "$reg2" >/dev/null 2>&1
+    bash "$here/../rig/registry.sh" stop "$reg2" >/dev/null 2>&1
 else
     bad "registry killed: cannot start a second registry: $(tail -n 3 "$t/reg2.log" | tr '\n' ' ')"
 fi

@@ -5,7 +5,7 @@ htpasswd + TLS (private CA) and with token auth (token-server.py).
 
 Usage: auth_tests.py WORKDIR FETCH_BINARY
 
-Each case runs one `fetch` (c-tests/fetch.c) with its own options and
+Each case runs one `fetch` (c-tests/harness/fetch.c) with its own options and
 environment (a temporary HOME, DOCKER_CONFIG, REGISTRY_AUTH_FILE,
 XDG_RUNTIME_DIR, PATH with credential helpers) and checks the bytes (by
 digest) or the errno and the message. No case may leak a password into
@@ -22,7 +22,8 @@ import sys
 import tempfile
 import time
 
-import envfile
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rig"))
+import envfile  # noqa: E402  (c-tests/rig/envfile.py)
 
 WORK, FETCH = sys.argv[1], sys.argv[2]
 

@@ -4,7 +4,7 @@
 
 Usage: fault_tests.py WORKDIR FETCH_BINARY
 
-Each case sets the proxy's rules, runs one `fetch` (c-tests/fetch.c) and
+Each case sets the proxy's rules, runs one `fetch` (c-tests/harness/fetch.c) and
 checks its outcome: the right bytes (by digest), or the right errno with a
 message naming the cause; never wrong bytes reported as success. Some
 cases also check what the proxy saw (resumed ranges, retries, no
@@ -19,7 +19,8 @@ import sys
 import time
 import urllib.request
 
-import envfile
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rig"))
+import envfile  # noqa: E402  (c-tests/rig/envfile.py)
 
 WORK, FETCH = sys.argv[1], sys.argv[2]
 

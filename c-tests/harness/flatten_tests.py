@@ -30,7 +30,7 @@ For every image of layered-fixtures.txt:
   contents, symlink targets, modes, owners, mtimes (seconds), xattrs, and
   the same hard-link groups.
 
-When WORKDIR/bin holds the patched erofs-utils of c-tests/erofs-utils.sh
+When WORKDIR/bin holds the patched erofs-utils of c-tests/erofs-utils/erofs-utils.sh
 (mkfs.erofs-1.8, mkfs.erofs-1.9 and the fsck.erofs of each), also, for both
 versions:
 

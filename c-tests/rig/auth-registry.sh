@@ -12,7 +12,7 @@
 #              htpasswd (bcrypt) Basic auth.  Users: alice/s3cret-pass and
 #              bob/b0b-Passw0rd.  htpasswd only authenticates: any valid user
 #              may pull and push anything, and nothing is anonymous.
-#   token      plain HTTP with auth.token, backed by c-tests/token-server.py
+#   token      plain HTTP with auth.token, backed by c-tests/rig/token-server.py
 #              on another port (Docker token protocol, RS256 JWTs).  private/...
 #              needs alice; everything else is anonymously pullable; alice can
 #              push.  Each token request is logged to TOKEN_LOG (JSON lines).
@@ -49,7 +49,7 @@ case "$mode" in
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=c-tests/procs.sh
+# shellcheck source=c-tests/rig/procs.sh
 . "$here/procs.sh"
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)

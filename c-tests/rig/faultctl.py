@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tiny client for the control API of c-tests/faultproxy.py.
+"""Tiny client for the control API of c-tests/rig/faultproxy.py.
 
   faultctl.py PROXY rules '<json list>'   replace the rules ('-': read stdin)
   faultctl.py PROXY add '<json>'          append a rule or a list of rules

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run c-tests/faultproxy.py in front of the test registry of WORKDIR.
+# Run c-tests/rig/faultproxy.py in front of the test registry of WORKDIR.
 #
 #   faultproxy.sh start WORKDIR   start (or reuse) the proxy against REGISTRY
 #                                 from WORKDIR/registry.env; writes
@@ -21,7 +21,7 @@ usage() {
 cmd=$1
 workdir=$2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=c-tests/procs.sh
+# shellcheck source=c-tests/rig/procs.sh
 . "$here/procs.sh"
 
 mkdir -p "$workdir"

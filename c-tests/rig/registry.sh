@@ -17,7 +17,7 @@ cmd=$1
 workdir=$2
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=c-tests/procs.sh
+# shellcheck source=c-tests/rig/procs.sh
 . "$here/procs.sh"
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)
