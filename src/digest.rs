@@ -4,7 +4,26 @@ use sha2::Digest as _;
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::reference::check_digest;
+
+/// `algorithm:encoded` with a known algorithm and the right length.
+pub fn check_digest(d: &str) -> Result<()> {
+    let (alg, hex) = d
+        .split_once(':')
+        .ok_or_else(|| Error::invalid(format!("bad digest '{d}'")))?;
+    let want = match alg {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => {
+            return Err(Error::invalid(format!(
+                "unsupported digest algorithm '{alg}'"
+            )))
+        }
+    };
+    if hex.len() != want || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(Error::invalid(format!("bad {alg} digest '{d}'")));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {

@@ -1,38 +1,39 @@
 //! liboci_registry: a blob of a container image in any OCI / Docker
 //! registry, opened as an erofs-utils `struct erofs_vfile` for C.
 //!
-//! The core (references, options, transport, auth, manifests, blob
-//! reading) is plain Rust and unit-tested without C; `ffi` is the C
-//! boundary.
+//! The modules, from the C boundary down; each uses only those below it:
+//!
+//! ```text
+//! ffi            the C boundary: exports, ops tables, errno, panic guard, messages
+//!  └ lib.rs      open_reference / open_legacy_url: options → registry → source
+//!     ├ options  the option string
+//!     └ layer    what a vfile reads: image (Source), decompress, flatten, stream
+//!        └ fetch     blob reads: blob (reader, readahead, verification), cache, disk
+//!           └ registry   reference, platform, credentials, auth, manifest, session
+//!              └ transport   one curl multi handle on one I/O thread
+//!                 └ digest, error   content digests; errors and their errno
+//! ```
+//!
+//! Everything but `ffi` is plain Rust, unit-tested without C.
 
-pub mod auth;
-pub mod blob;
-pub mod cache;
-pub mod credentials;
-pub mod decompress;
 pub mod digest;
-pub mod disk;
 pub mod error;
+pub mod fetch;
 pub mod ffi;
-pub mod flatten;
-pub mod image;
-pub mod manifest;
+pub mod layer;
 pub mod options;
-pub mod platform;
-pub mod reference;
 pub mod registry;
-pub mod stream;
 pub mod transport;
 
 use std::sync::Arc;
 
-use crate::blob::{Blob, ReadConfig};
-use crate::credentials::Credentials;
 use crate::error::Result;
-use crate::image::Source;
+use crate::fetch::blob::{Blob, ReadConfig};
+use crate::layer::image::Source;
 use crate::options::{Options, Target};
-use crate::platform::Platform;
-use crate::reference::{LegacyUrl, Reference};
+use crate::registry::credentials::Credentials;
+use crate::registry::platform::Platform;
+use crate::registry::reference::{LegacyUrl, Reference};
 use crate::registry::{Policy, Registry};
 use crate::transport::{Timeouts, TlsOptions};
 
@@ -104,11 +105,11 @@ fn open_on(registry: Arc<Registry>, r: &Reference, opts: &Options) -> Result<Sou
             size: 0,
             ..top
         };
-        return image::flattened(registry, layers, cfg, image);
+        return crate::layer::image::flattened(registry, layers, cfg, image);
     }
     let desc = registry.resolve(r, &opts.target, &opts.platform)?;
     if opts.decompress {
-        return image::decompressed(registry, desc, cfg);
+        return crate::layer::image::decompressed(registry, desc, cfg);
     }
     Ok(Source::Blob(Arc::new(Blob::new(registry, desc, cfg)?)))
 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use crate::credentials::{split_auth, Secret};
+use crate::digest::check_digest;
 use crate::error::{Error, Result};
-use crate::platform::Platform;
-use crate::reference::check_digest;
+use crate::registry::credentials::{split_auth, Secret};
+use crate::registry::platform::Platform;
 
 /// Longest options string we accept, in bytes.
 pub const MAX_OPTIONS_LEN: usize = 4096;
@@ -93,7 +93,7 @@ impl Spill {
     /// The directory to use, if any.
     pub fn dir(&self) -> Option<PathBuf> {
         match self {
-            Spill::Auto => Some(crate::disk::default_tmp_dir()),
+            Spill::Auto => Some(crate::fetch::disk::default_tmp_dir()),
             Spill::Dir(d) => Some(d.clone()),
             Spill::None => None,
         }
@@ -280,7 +280,7 @@ impl Options {
                 }
                 "mirror" => {
                     let m = need(value)?;
-                    crate::reference::Reference::parse(&format!("{m}/x"))
+                    crate::registry::reference::Reference::parse(&format!("{m}/x"))
                         .ok()
                         .filter(|r| r.registry == m)
                         .ok_or_else(|| {

@@ -7,8 +7,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use oci_registry::decompress::{self, Compression};
-use oci_registry::flatten::{flatten, flatten_with, Options, Stats};
+use oci_registry::layer::decompress::{self, Compression};
+use oci_registry::layer::flatten::{flatten, flatten_with, Options, Stats};
 use tar::{EntryType, Header};
 
 const MTIME: u64 = 1_700_000_000;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::process::{Command, Stdio};
 
-use oci_registry::flatten::flatten;
+use oci_registry::layer::flatten::flatten;
 use tar::{EntryType, Header};
 
 /// xorshift64*: deterministic and dependency-free.

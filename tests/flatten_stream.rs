@@ -5,7 +5,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use oci_registry::flatten::flatten;
+use oci_registry::layer::flatten::flatten;
 
 /// The system allocator, counting live bytes and their peak.
 struct Counting;

@@ -15,7 +15,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use oci_registry::reference::{LegacyUrl, Scheme, MAX_REFERENCE_LEN};
+use oci_registry::registry::reference::{LegacyUrl, Scheme, MAX_REFERENCE_LEN};
 
 fn canonical(u: &LegacyUrl) -> String {
     let scheme = match u.reference.scheme {

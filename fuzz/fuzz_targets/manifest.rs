@@ -16,8 +16,8 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use oci_registry::manifest::{self, Descriptor, Document, MAX_ENTRIES};
-use oci_registry::platform::Platform;
+use oci_registry::registry::manifest::{self, Descriptor, Document, MAX_ENTRIES};
+use oci_registry::registry::platform::Platform;
 
 const CONTENT_TYPES: [Option<&str>; 10] = [
     Some(manifest::OCI_INDEX),

@@ -14,7 +14,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use oci_registry::reference::{Reference, Scheme, MAX_REFERENCE_LEN};
+use oci_registry::registry::reference::{Reference, Scheme, MAX_REFERENCE_LEN};
 
 const HUB: &str = "registry-1.docker.io";
 

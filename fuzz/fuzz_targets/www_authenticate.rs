@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oci_registry::auth::{parse_challenges, Challenge};
+use oci_registry::registry::auth::{parse_challenges, Challenge};
 
 fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)

@@ -37,10 +37,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::cache::{Block, BlockCache};
 use crate::digest::{Digest, Hasher};
-use crate::disk::DiskCache;
 use crate::error::{Error, Result};
+use crate::fetch::cache::{Block, BlockCache};
+use crate::fetch::disk::DiskCache;
 use crate::options::{Options, Verify};
 use crate::registry::{backoff, BlobDesc, Registry};
 use crate::transport::{BodyTarget, Job, Poster, Request, Transfer};

@@ -10,7 +10,7 @@ use std::ptr;
 use std::sync::Mutex;
 
 use crate::error::Error;
-use crate::image::Source;
+use crate::layer::image::Source;
 use abi::{erofs_vfile, erofs_vfile_u, erofs_vfops, Vf};
 use guard::{fail, guard, set_last_error};
 

@@ -4,11 +4,11 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use crate::blob::{Blob, ReadConfig, Stats};
-use crate::decompress;
 use crate::error::{Error, Result};
+use crate::fetch::blob::{Blob, ReadConfig, Stats};
+use crate::layer::decompress;
+use crate::layer::stream::{to_io, StreamView};
 use crate::registry::{BlobDesc, Registry};
-use crate::stream::{to_io, StreamView};
 
 /// A blob read in order from the start, as `io::Read` (on the stream
 /// thread: verified as it streams, like any sequential reader).
@@ -127,7 +127,7 @@ pub fn flattened(
             let mt = b.desc().media_type.clone();
             decompress::layer_decoder(&mt, BlobReader::new(b.clone()))
         });
-        crate::flatten::flatten(top_down, out).map(|_| ())
+        crate::layer::flatten::flatten(top_down, out).map(|_| ())
     }));
     Ok(Source::View(Box::new(View {
         view,

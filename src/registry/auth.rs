@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
 
-use crate::credentials::{base64_encode, Credentials, Secret};
 use crate::error::{redact_url, Error, Result};
+use crate::registry::credentials::{base64_encode, Credentials, Secret};
 use crate::transport::{Request, Transport};
 
 /// Largest token response accepted.

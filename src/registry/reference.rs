@@ -1,6 +1,7 @@
 //! Image references (`alpine`, `host:5000/a/b:tag@sha256:…`) and the
 //! original 2024 URL grammar (`http://host/v2/library/<repo>/…`).
 
+use crate::digest::check_digest;
 use crate::error::{Error, Result};
 
 /// Longest reference or URL we accept, in bytes.
@@ -238,26 +239,6 @@ fn is_docker_hub(domain: &str) -> bool {
         domain,
         "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com"
     )
-}
-
-/// `algorithm:encoded` with a known algorithm and the right length.
-pub fn check_digest(d: &str) -> Result<()> {
-    let (alg, hex) = d
-        .split_once(':')
-        .ok_or_else(|| Error::invalid(format!("bad digest '{d}'")))?;
-    let want = match alg {
-        "sha256" => 64,
-        "sha512" => 128,
-        _ => {
-            return Err(Error::invalid(format!(
-                "unsupported digest algorithm '{alg}'"
-            )))
-        }
-    };
-    if hex.len() != want || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(Error::invalid(format!("bad {alg} digest '{d}'")));
-    }
-    Ok(())
 }
 
 fn check_tag(t: &str) -> Result<()> {

@@ -5,14 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::auth::Auth;
-use crate::credentials::{self, Credentials};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{self, Document};
 use crate::options::Target;
-use crate::platform::Platform;
-use crate::reference::{Reference, Scheme};
+use crate::registry::auth::Auth;
+use crate::registry::credentials::{self, Credentials};
+use crate::registry::manifest::{self, Document};
+use crate::registry::platform::Platform;
+use crate::registry::reference::{Reference, Scheme};
 use crate::transport::{
     BodyTarget, Headers, Request, Response, Timeouts, TlsOptions, Transfer, Transport,
 };

@@ -111,7 +111,7 @@ pub struct Request {
     /// A form body (with `Method::Post`).
     pub body: Option<Vec<u8>>,
     /// The Authorization header line, kept apart so that it is wiped.
-    pub auth: Option<crate::credentials::Secret>,
+    pub auth: Option<crate::registry::credentials::Secret>,
 }
 
 impl Request {

@@ -283,7 +283,7 @@ impl<W: Write> Flattener<W> {
                 options
                     .temp_dir
                     .clone()
-                    .unwrap_or_else(crate::disk::default_tmp_dir),
+                    .unwrap_or_else(crate::fetch::disk::default_tmp_dir),
             ),
             state: HashMap::new(),
             waiting: HashMap::new(),
@@ -779,7 +779,7 @@ impl Spill {
     /// Appends exactly `n` bytes of `src`; returns their offset.
     fn put(&mut self, src: &mut dyn Read, n: u64) -> io::Result<u64> {
         if self.file.is_none() {
-            let f = crate::disk::tmpfile(&self.dir)
+            let f = crate::fetch::disk::tmpfile(&self.dir)
                 .map_err(|e| context(e, &format!("spill file in {}", self.dir.display())))?;
             self.file = Some(BufWriter::with_capacity(256 * 1024, f));
         }

@@ -1,0 +1,12 @@
+//! Reading a blob's bytes: the blob reader and the tiers that hold its
+//! blocks.
+//!
+//! - `blob`: `Blob`, reads at any offset, readahead, retries, the running
+//!   hash that verifies what was served;
+//! - `cache`: the memory tier, aligned blocks in LRU order;
+//! - `disk`: the disk tiers, `cache_dir=` (shared, content-addressed) and
+//!   the private spill file, and the unlinked temporary files they use.
+
+pub mod blob;
+pub mod cache;
+pub mod disk;
