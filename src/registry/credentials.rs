@@ -311,6 +311,31 @@ pub fn lookup(registry: &str, repository: &str, env: &Env) -> Result<Option<Cred
     Ok(None)
 }
 
+/// The helper's stdin: the server name in an anonymous in-memory file,
+/// not a pipe. A helper that exits without reading it (one that fails at
+/// once) would make a write to a pipe raise SIGPIPE, which kills a C
+/// program that has not ignored it.
+fn helper_input(server: &str) -> Result<Stdio> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::io::FromRawFd;
+    let fail = |e: std::io::Error| {
+        Error::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("credential helper: cannot pass it the server name: {e}"),
+        )
+    };
+    // SAFETY: a plain syscall; the descriptor it returns is ours alone.
+    let fd = unsafe { libc::memfd_create(c"oci-registry-helper".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(server.as_bytes()).map_err(fail)?;
+    f.seek(SeekFrom::Start(0)).map_err(fail)?;
+    Ok(Stdio::from(f))
+}
+
 /// `docker-credential-<name> get` with the server on stdin.
 pub fn run_helper(name: &str, host: &str, timeout: Duration) -> Result<Option<Credentials>> {
     if name.is_empty()
@@ -330,7 +355,7 @@ pub fn run_helper(name: &str, host: &str, timeout: Duration) -> Result<Option<Cr
     };
     let mut child = Command::new(&program)
         .arg("get")
-        .stdin(Stdio::piped())
+        .stdin(helper_input(&server)?)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -340,9 +365,6 @@ pub fn run_helper(name: &str, host: &str, timeout: Duration) -> Result<Option<Cr
                 format!("credential helper {program}: cannot run it: {e}"),
             )
         })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(server.as_bytes());
-    }
     let mut stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
