@@ -10,3 +10,7 @@
 pub mod blob;
 pub mod cache;
 pub mod disk;
+mod fetches;
+mod planner;
+mod store;
+mod verify;
