@@ -218,6 +218,19 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
+/// A JSON parse error as a message can show it: its kind and position,
+/// not serde_json's text, which quotes values of the input (a file or an
+/// answer that holds secrets).
+pub fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Eof => "JSON cut short",
+        serde_json::error::Category::Data => "JSON of an unexpected shape",
+        serde_json::error::Category::Io => "unreadable JSON",
+    };
+    format!("{what} at line {}, column {}", e.line(), e.column())
+}
+
 /// A URL fit for a message: user info dropped, and query values of
 /// credential-like keys blanked.
 pub fn redact_url(url: &str) -> String {

@@ -3,7 +3,8 @@
 //! and a streaming decoder for it.
 //!
 //! Decoders are plain `std::io::Read` adapters with bounded buffers, so a
-//! layer of any size streams through. Corrupt or truncated input is an
+//! layer of any size streams through: gzip holds a 32 KiB window, zstd
+//! at most a 128 MiB one (`ZSTD_WINDOW_LOG_MAX`). Corrupt or truncated input is an
 //! `io::Error`, never a panic.
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -19,6 +20,12 @@ pub enum Compression {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Largest zstd window accepted (2^27 bytes, 128 MiB: zstd's own default
+/// limit, set here so that it does not depend on the libzstd version). A
+/// frame that asks for more fails; this bounds what a small input can
+/// make the decoder allocate.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Bytes `sniff` wants to see to tell every format apart.
 pub const SNIFF_LEN: usize = ZSTD_MAGIC.len();
@@ -79,7 +86,9 @@ pub fn decoder<'a, R: Read + 'a>(c: Compression, r: R) -> Box<dyn Read + 'a> {
     match c {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Zstd => match zstd::stream::read::Decoder::new(r) {
+        Compression::Zstd => match zstd::stream::read::Decoder::new(r)
+            .and_then(|mut d| d.window_log_max(ZSTD_WINDOW_LOG_MAX).map(|()| d))
+        {
             Ok(d) => Box::new(d),
             // Only a failed allocation of the decoder context gets here.
             Err(e) => Box::new(Failed(Some(e))),

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
 
-use crate::error::{redact_url, Error, Result};
+use crate::error::{json_error, redact_url, Error, Result};
 use crate::registry::credentials::{base64_encode, Credentials, Secret};
 use crate::transport::{Request, Transport};
 
 /// Largest token response accepted.
 const MAX_TOKEN_BODY: u64 = 1 << 20;
 /// Shortest lifetime assumed for a token.
-const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// One challenge: a scheme (lower-cased) and its parameters (names
 /// lower-cased, values unquoted).
@@ -163,9 +163,10 @@ pub enum Scheme {
 }
 
 #[derive(Clone, Debug)]
-struct Token {
-    value: Secret,
-    expires: Instant,
+/// A Bearer token and when it stops being used.
+pub struct Token {
+    pub value: Secret,
+    pub expires: Instant,
 }
 
 /// Tokens of the whole process, per (realm, service, scope, identity):
@@ -445,7 +446,9 @@ fn basic_header(c: &Credentials) -> Secret {
     ))
 }
 
-fn parse_token(body: &[u8]) -> Result<Token> {
+/// A token endpoint's answer (`token` or OAuth2's `access_token`, and
+/// `expires_in`, capped at a day and at least `MIN_TOKEN_LIFETIME`).
+pub fn parse_token(body: &[u8]) -> Result<Token> {
     #[derive(serde::Deserialize)]
     struct Body {
         token: Option<String>,
@@ -453,7 +456,7 @@ fn parse_token(body: &[u8]) -> Result<Token> {
         expires_in: Option<u64>,
     }
     let b: Body = serde_json::from_slice(body)
-        .map_err(|e| Error::protocol(format!("bad token response: {e}")))?;
+        .map_err(|e| Error::protocol(format!("bad token response: {}", json_error(&e))))?;
     let value = b
         .token
         .filter(|t| !t.is_empty())

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{json_error, Error, Result};
 
 /// A string that is zeroed when dropped and never shown.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -192,7 +192,7 @@ struct ConfigFile {
     creds_store: Option<String>,
 }
 
-fn read_config(path: &Path) -> Result<Option<ConfigFile>> {
+fn read_config(path: &Path) -> Result<Option<Secret>> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -207,10 +207,41 @@ fn read_config(path: &Path) -> Result<Option<ConfigFile>> {
     f.take(MAX_FILE)
         .read_to_string(&mut text)
         .map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))?;
-    let text = Secret::new(text);
-    serde_json::from_str(text.expose())
-        .map(Some)
-        .map_err(|e| Error::invalid(format!("{} is not valid JSON: {e}", path.display())))
+    Ok(Some(Secret::new(text)))
+}
+
+/// What one credentials file (docker's `config.json`, podman's
+/// `auth.json`) holds for a registry host and repository.
+#[derive(Debug, Default)]
+pub struct InConfig {
+    /// From the best `auths` entry: same host, the longest namespace that
+    /// holds the repository.
+    pub credentials: Option<Credentials>,
+    /// The helper to ask otherwise: `credHelpers` for the host, else
+    /// `credsStore`.
+    pub helper: Option<String>,
+}
+
+/// Reads the text of a credentials file; `name` names it in messages
+/// (which never hold a secret of it).
+pub fn in_config(text: &str, name: &str, host: &str, repository: &str) -> Result<InConfig> {
+    let cfg: ConfigFile = serde_json::from_str(text)
+        .map_err(|e| Error::invalid(format!("{name}: {}", json_error(&e))))?;
+    let credentials = match best_key(cfg.auths.keys(), host, repository) {
+        Some(k) => entry_credentials(&cfg.auths[k], format!("{name} ({k})"))?,
+        None => None,
+    };
+    let helper = cfg
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| normalise_key(k).0 == host)
+        .map(|(_, v)| v.clone())
+        .or(cfg.creds_store)
+        .filter(|h| !h.is_empty());
+    Ok(InConfig {
+        credentials,
+        helper,
+    })
 }
 
 fn entry_credentials(e: &AuthEntry, source: String) -> Result<Option<Credentials>> {
@@ -271,15 +302,21 @@ pub fn lookup(registry: &str, repository: &str, env: &Env) -> Result<Option<Cred
     if let Some(d) = &env.xdg_runtime_dir {
         files.push(d.join("containers/auth.json"));
     }
+    let read = |path: &Path| -> Result<Option<InConfig>> {
+        match read_config(path)? {
+            Some(text) => in_config(
+                text.expose(),
+                &path.display().to_string(),
+                &host,
+                repository,
+            )
+            .map(Some),
+            None => Ok(None),
+        }
+    };
     for path in &files {
-        if let Some(cfg) = read_config(path)? {
-            if let Some(k) = best_key(cfg.auths.keys(), &host, repository) {
-                if let Some(c) =
-                    entry_credentials(&cfg.auths[k], format!("{} ({k})", path.display()))?
-                {
-                    return Ok(Some(c));
-                }
-            }
+        if let Some(c) = read(path)?.and_then(|c| c.credentials) {
+            return Ok(Some(c));
         }
     }
     let docker = match (&env.docker_config, &env.home) {
@@ -287,25 +324,12 @@ pub fn lookup(registry: &str, repository: &str, env: &Env) -> Result<Option<Cred
         (None, Some(h)) => Some(h.join(".docker/config.json")),
         _ => None,
     };
-    if let Some(path) = docker {
-        if let Some(cfg) = read_config(&path)? {
-            if let Some(k) = best_key(cfg.auths.keys(), &host, repository) {
-                if let Some(c) =
-                    entry_credentials(&cfg.auths[k], format!("{} ({k})", path.display()))?
-                {
-                    return Ok(Some(c));
-                }
-            }
-            let helper = cfg
-                .cred_helpers
-                .iter()
-                .find(|(k, _)| normalise_key(k).0 == host)
-                .map(|(_, v)| v.clone())
-                .or(cfg.creds_store.clone())
-                .filter(|h| !h.is_empty());
-            if let Some(h) = helper {
-                return run_helper(&h, &host, HELPER_TIMEOUT);
-            }
+    if let Some(cfg) = docker.as_deref().map(read).transpose()?.flatten() {
+        if let Some(c) = cfg.credentials {
+            return Ok(Some(c));
+        }
+        if let Some(h) = cfg.helper {
+            return run_helper(&h, &host, HELPER_TIMEOUT);
         }
     }
     Ok(None)

@@ -28,7 +28,7 @@ use once_cell::sync::Lazy;
 use crate::error::{Error, Result};
 use fork::{fork_child, fork_parent, fork_prepare, ATFORK, FORK_GATE};
 use io::io_thread;
-pub use receive::parse_retry_after;
+pub use receive::{parse_content_range_start, parse_retry_after};
 use receive::{Shared, Sink, State};
 use request::configure;
 pub use request::{Headers, Method, Request, Response, Timeouts, TlsOptions};

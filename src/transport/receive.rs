@@ -115,7 +115,7 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
 }
 
 /// `bytes 100-199/1000` → 100.
-pub(super) fn parse_content_range_start(v: &str) -> Option<u64> {
+pub fn parse_content_range_start(v: &str) -> Option<u64> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     rest.split('-').next()?.trim().parse().ok()
 }
