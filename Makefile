@@ -30,7 +30,7 @@ LDLIBS_TEST := -loci_registry -lcrypto -lpthread
 
 .PHONY: all lib lib-1.8 lib-1.9 deps header-check cargo-test lint \
 	c-build c-build-1.8 c-build-1.9 test demo bench clean erofs-utils \
-	erofs-test fuzz
+	erofs-test fuzz fuzz-smoke
 
 all: lib
 
@@ -90,7 +90,7 @@ $(eval $(call c_programs,1.8,$(CURDIR)/target/erofs-1.8/release,$(CURDIR)/includ
 
 c-build: c-build-1.9 c-build-1.8
 
-test: deps header-check cargo-test lint c-build
+test: deps header-check cargo-test lint c-build fuzz-smoke
 	bash c-tests/run-tests.sh $(WORK) $(BUILD)
 
 # Debian's erofs-utils 1.8.6 and 1.9.x with our patches (mkfs.erofs and
@@ -103,9 +103,16 @@ erofs-test: erofs-utils c-build
 	bash c-tests/erofs-utils/mkfs_tests.sh $(WORK)
 	bash c-tests/erofs-utils/mount_tests.sh $(WORK)
 
-# Time-boxed fuzzing of the parsers (not part of make test).
+# Time-boxed fuzzing of the parsers of untrusted bytes (the long run; a
+# release run is at least 10 M executions per target, clean).
 fuzz:
 	bash c-tests/fuzz.sh $(FUZZ_SECONDS)
+
+# The short run of make test: every target for FUZZ_SMOKE_RUNS executions
+# from the committed seeds (the regression inputs among them).
+FUZZ_SMOKE_RUNS ?= 50000
+fuzz-smoke:
+	FUZZ_RUNS=$(FUZZ_SMOKE_RUNS) bash c-tests/fuzz.sh
 
 demo: deps lib-1.9 lib-1.8 | $(BUILD)
 	$(CC) $(CFLAGS_TEST) -I include c-tests/demo/demo.c -o $(BUILD)/demo \

@@ -13,6 +13,10 @@
 #   FUZZ_TIMEOUT    seconds one input may take before it counts as a
 #                   hang (default 10)
 #   FUZZ_ARGS       more libFuzzer flags for every target
+#   FUZZ_RUNS       a number: run each target for that many executions
+#                   instead of a time, from the committed seeds only (a
+#                   fresh corpus each time), as `make test` does: a
+#                   regression seed that fails fails the run
 #
 # The corpus libFuzzer grows is kept in fuzz/corpus/<target> (ignored by
 # git) and starts from the committed seeds in fuzz/seeds/<target>. Crash
@@ -76,8 +80,10 @@ bin_dir=$FUZZ/target/$triple/release
 target_flags() {
 	case $1 in
 	reference | legacy_url | options) echo "-max_len=4200" ;;
-	www_authenticate) echo "-max_len=2048" ;;
-	manifest) echo "-max_len=16384" ;;
+	www_authenticate | http_headers) echo "-max_len=2048" ;;
+	manifest | token | config) echo "-max_len=16384" ;;
+	flatten) echo "-max_len=65536" ;;
+	decompress) echo "-max_len=131072" ;;
 	*) echo "" ;;
 	esac
 }
@@ -93,18 +99,27 @@ for t in "${targets[@]}"; do
 	seeds=$FUZZ/seeds/$t
 	art=$FUZZ/artifacts/$t
 	log=$art/last-run.log
+	if [ -n "${FUZZ_RUNS:-}" ]; then
+		corpus=$(mktemp -d)
+		limit=(-runs="$FUZZ_RUNS")
+		what="$FUZZ_RUNS executions"
+	else
+		limit=(-max_total_time="$SECS")
+		what="${SECS}s"
+	fi
 	mkdir -p "$corpus" "$art"
 	dirs=("$corpus")
 	[ -d "$seeds" ] && dirs+=("$seeds")
-	flags=(-max_total_time="$SECS" -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT"
+	flags=("${limit[@]}" -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT"
 		-print_final_stats=1 -artifact_prefix="$art/")
 	[ -f "$FUZZ/dicts/$t.dict" ] && flags+=(-dict="$FUZZ/dicts/$t.dict")
 	# shellcheck disable=SC2206,SC2207
 	flags+=($(target_flags "$t") ${FUZZ_ARGS:-})
 
-	echo "--- $t: ${SECS}s"
+	echo "--- $t: $what"
 	rc=0
 	"$bin_dir/$t" "${flags[@]}" "${dirs[@]}" >"$log" 2>&1 || rc=$?
+	[ -n "${FUZZ_RUNS:-}" ] && rm -rf "$corpus"
 
 	# libFuzzer's final stats; older ones say _runs, newer _units.
 	execs=$(sed -nE 's/^stat::number_of_executed_(runs|units): *([0-9]+).*/\2/p' "$log" | tail -n 1)

@@ -20,8 +20,8 @@ mod common;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use oci_registry::registry::credentials::base64_encode;
 use oci_registry::options::{Options, Target, Verify, MAX_OPTIONS_LEN};
+use oci_registry::registry::credentials::base64_encode;
 use oci_registry::registry::platform::Platform;
 use oci_registry::registry::reference::Reference;
 

@@ -76,3 +76,27 @@ pub fn assert_plausible_registry(h: &str) {
         "registry {h:?} holds a path, query or credentials"
     );
 }
+
+/// `message` shows none of `secrets`. A secret counts when it has six
+/// characters or more besides digits and is not part of the fixed text
+/// the messages are made of (`fixed`): a token "line 1, column" in "…at
+/// line 1, column 5" is not a leak. Digits are left out on both sides,
+/// as positions and counts vary.
+pub fn assert_hides(message: &str, secrets: &[String], fixed: &str, input: &dyn std::fmt::Debug) {
+    let strip = |s: &str| {
+        s.chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect::<String>()
+    };
+    let msg = strip(message);
+    for s in secrets {
+        let s = strip(s);
+        if s.chars().count() < 6 || fixed.contains(s.as_str()) {
+            continue;
+        }
+        assert!(
+            !msg.contains(s.as_str()),
+            "{input:?}: the message {message:?} shows the secret {s:?}"
+        );
+    }
+}

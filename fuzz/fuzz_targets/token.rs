@@ -1,0 +1,94 @@
+//! `auth::parse_token` on arbitrary token-endpoint answers (the registry's
+//! token server, or whatever a man in the middle of a plain-HTTP realm
+//! sends). It must not panic, and:
+//! - an accepted token is `token` (or, when that is missing or empty,
+//!   `access_token`) as sent (or, where serde_json's `Value` refuses
+//!   the input, a string of it), non-empty, without spaces or control bytes;
+//! - it is used for at least `MIN_TOKEN_LIFETIME` and at most a day;
+//! - every rejection is EPROTO, and its message holds neither of the two
+//!   token values (a token never reaches a message).
+#![no_main]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use oci_registry::registry::auth::{parse_token, MIN_TOKEN_LIFETIME};
+
+/// The string values of `key` anywhere in a JSON text, read with
+/// serde_json's own `Value` (not the library's typed parse).
+fn values_of(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    if let Some(s) = x.as_str() {
+                        out.push(s.to_string());
+                    }
+                }
+                values_of(x, key, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| values_of(x, key, out)),
+        _ => {}
+    }
+}
+
+/// What the messages of `parse_token` are made of, digits left out.
+const FIXED: &str = "bad token response: invalid JSON at line , column | JSON cut short | \
+    JSON of an unexpected shape | unreadable JSON | token response has neither 'token' nor \
+    'access_token' | token response holds a malformed token";
+
+fuzz_target!(|data: &[u8]| {
+    let before = Instant::now();
+    let got = parse_token(data);
+    let after = Instant::now();
+    let json: Option<serde_json::Value> = serde_json::from_slice(data).ok();
+    let top = |key: &str| {
+        json.as_ref()
+            .and_then(|j| j.get(key))
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    match got {
+        Ok(t) => {
+            let v = t.value.expose();
+            assert!(!v.is_empty(), "{data:?}: empty token");
+            assert!(
+                !v.bytes().any(|c| c.is_ascii_control() || c == b' '),
+                "{data:?}: token {v:?}"
+            );
+            match &json {
+                Some(_) => {
+                    let want = top("token").or_else(|| top("access_token"));
+                    assert_eq!(Some(v.to_string()), want, "{data:?}");
+                }
+                // Not JSON to serde_json's Value (say, invalid UTF-8 in a
+                // field the typed parse skips): the token is in the input.
+                None => assert!(
+                    data.windows(v.len()).any(|w| w == v.as_bytes()),
+                    "{data:?}: token {v:?} is not in the input"
+                ),
+            }
+            assert!(
+                t.expires >= before + MIN_TOKEN_LIFETIME,
+                "{data:?}: too short"
+            );
+            assert!(
+                t.expires <= after + Duration::from_secs(86_400),
+                "{data:?}: longer than a day"
+            );
+        }
+        Err(e) => {
+            common::assert_errno_in(&e, &[libc::EPROTO], &data);
+            let mut secrets = Vec::new();
+            if let Some(j) = &json {
+                values_of(j, "token", &mut secrets);
+                values_of(j, "access_token", &mut secrets);
+            }
+            common::assert_hides(e.message(), &secrets, FIXED, &data);
+        }
+    }
+});
