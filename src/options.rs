@@ -77,6 +77,10 @@ pub struct Options {
     /// Fetch the rest of the blob in the background once random reads
     /// have touched a good part of it.
     pub fill: bool,
+    /// Range requests a sequential reader keeps in flight at once, each on
+    /// a connection of its own (1: one stream); None (`auto`): the default
+    /// number once the registry's round trip is found long, else one.
+    pub connections: Option<usize>,
 }
 
 /// The spill file's place.
@@ -103,6 +107,11 @@ impl Spill {
 pub const DEFAULT_BLOCK: usize = 1 << 20;
 pub const DEFAULT_CACHE_MEM: usize = 64 << 20;
 pub const DEFAULT_READAHEAD: usize = 8 << 20;
+/// Parallel range requests of a sequential reader (`connections=auto`,
+/// once the round trip is long): one TCP connection gets a fraction of a
+/// long link (and CDNs and S3 cap it); see `fetch::planner`.
+pub const DEFAULT_CONNECTIONS: usize = 8;
+pub const MAX_CONNECTIONS: usize = 64;
 
 impl Default for Options {
     fn default() -> Self {
@@ -130,6 +139,7 @@ impl Default for Options {
             cache_dir: None,
             spill: Spill::Auto,
             fill: true,
+            connections: None,
         }
     }
 }
@@ -212,6 +222,19 @@ impl Options {
                     }
                 }
                 "retries" => o.retries = parse_num(key, &need(value)?, 100)? as u32,
+                "connections" => {
+                    o.connections = match need(value)?.as_str() {
+                        "auto" => None,
+                        v => match parse_num(key, v, MAX_CONNECTIONS as u64)? {
+                            0 => {
+                                return Err(Error::invalid(
+                                    "option 'connections=0': expected auto or 1 or more",
+                                ))
+                            }
+                            n => Some(n as usize),
+                        },
+                    }
+                }
                 "connect_timeout" => {
                     o.connect_timeout = Duration::from_secs(parse_num(key, &need(value)?, 3600)?)
                 }

@@ -44,8 +44,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::disk::DiskCache;
 use super::fetches::{Fetches, Phase, Table};
-use super::planner::Planner;
-use super::store::{Memory, Served};
+use super::planner::{Planner, FAR};
+use super::store::{Memory, Served, POOL_MAX};
 use super::verify::Chain;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
@@ -64,6 +64,8 @@ pub struct ReadConfig {
     /// Where blocks evicted from memory go (no `cache_dir`).
     pub spill: Option<std::path::PathBuf>,
     pub fill: bool,
+    /// Range requests a sequential reader keeps in flight (None: auto).
+    pub connections: Option<usize>,
 }
 
 impl ReadConfig {
@@ -77,6 +79,7 @@ impl ReadConfig {
             retries: o.retries,
             spill: o.spill.dir(),
             fill: o.fill,
+            connections: o.connections,
         }
     }
 }
@@ -172,12 +175,22 @@ impl Blob {
         let verify = cfg.verify != Verify::None && !disk.as_ref().is_some_and(|d| d.is_complete());
         let nblocks = desc.size.div_ceil(block);
         let fits = desc.size <= cfg.cache_mem as u64;
+        let window = (cfg.readahead as u64).div_ceil(block).max(1);
         let planner = Planner::new(
             nblocks,
             (cfg.cache_mem as u64 / block / 2).max(1),
             disk.as_ref().is_some_and(|d| d.persistent()) || fits,
             disk.is_some() || fits,
             cfg.fill,
+        )
+        .parallel(
+            cfg.connections,
+            window,
+            // What the memory cache holds besides the blocks being read
+            // and the spare buffers: the window, however fast the
+            // network, stays within cache_mem.
+            (cfg.cache_mem as u64 / block).saturating_sub(2 + POOL_MAX as u64),
+            block,
         );
         let inner = Arc::new(Inner {
             st: Mutex::new(State {
@@ -197,7 +210,7 @@ impl Blob {
             hashed_to: AtomicU64::new(if verify { 0 } else { u64::MAX }),
             size: desc.size,
             block,
-            window: (cfg.readahead as u64).div_ceil(block).max(1),
+            window,
             digest: desc.digest.clone(),
             disk,
         });
@@ -298,6 +311,7 @@ impl Blob {
                 mem,
                 fetches,
                 no_ranges: *no_ranges,
+                far: self.far(),
                 launches: &mut launches,
             },
             b0,
@@ -320,9 +334,8 @@ impl Blob {
         while k <= b1 {
             if !launches.is_empty() {
                 drop(st);
-                for id in launches.drain(..) {
-                    self.launch(id);
-                }
+                self.launch(&launches);
+                launches.clear();
                 st = inner.lock();
             }
             // Memory, then disk: the tiers answer, or a fetch must.
@@ -374,7 +387,8 @@ impl Blob {
             .fetches
             .covering(k, inner.block, inner.window, st.no_ranges);
         let Some(id) = covering else {
-            let (from, to, want) = st.planner.refetch(k, b1, seq);
+            let chunked = st.planner.chunked(st.no_ranges, self.far());
+            let (from, to, want) = st.planner.refetch(k, b1, seq, chunked);
             launches.push(st.fetches.insert(from, to, want, inner.block, inner.size));
             return Ok(st);
         };
@@ -398,6 +412,20 @@ impl Blob {
             let e = e.clone();
             if f.restarting {
                 st = inner.wait(st);
+            } else if e.status() == Some(401) && !f.reauthed {
+                // The token expired (or was revoked) while we read: once
+                // more with a fresh one, at once.
+                f.reauthed = true;
+                f.restarting = true;
+                f.phase = Phase::Starting;
+                drop(st);
+                self.registry.forget_token();
+                self.launch(&[id]);
+                st = inner.lock();
+                if let Some(f) = st.fetches.map.get_mut(&id) {
+                    f.restarting = false;
+                }
+                inner.cond.notify_all();
             } else if e.is_retryable() && f.attempts < self.cfg.retries {
                 let delay = backoff(f.attempts, e.retry_after());
                 f.attempts += 1;
@@ -406,7 +434,7 @@ impl Blob {
                 st.stats.retries += 1;
                 drop(st);
                 std::thread::sleep(delay);
-                self.launch(id);
+                self.launch(&[id]);
                 st = inner.lock();
                 if let Some(f) = st.fetches.map.get_mut(&id) {
                     f.restarting = false;
@@ -415,6 +443,9 @@ impl Blob {
             } else {
                 st.fetches.map.remove(&id);
                 inner.cond.notify_all();
+                if e.status() == Some(401) {
+                    return Err(self.registry.needs_credentials(e));
+                }
                 return Err(e);
             }
         } else {
@@ -430,6 +461,11 @@ impl Blob {
             st = inner.wait(st);
         }
         Ok(st)
+    }
+
+    /// The registry is a long round trip away (`planner::FAR`).
+    fn far(&self) -> bool {
+        self.registry.round_trip().is_some_and(|d| d >= FAR)
     }
 
     /// The read that reached the end: the running hash's verdict, if the

@@ -45,6 +45,8 @@ pub(super) struct Fetch {
     pub(super) readahead: bool,
     /// The background fill of the rest of the blob.
     pub(super) fill: bool,
+    /// A chunk of parallel readahead.
+    pub(super) ahead: bool,
     /// First block asked for.
     pub(super) start: u64,
     /// A readahead stream of a pread reader (found sequential by its
@@ -55,6 +57,8 @@ pub(super) struct Fetch {
     pub(super) phase: Phase,
     pub(super) attempts: u32,
     pub(super) restarting: bool,
+    /// A 401 made this fetch ask for a fresh token once already.
+    pub(super) reauthed: bool,
 }
 
 impl Fetch {
@@ -123,12 +127,14 @@ impl Fetches {
                 tail: None,
                 readahead,
                 fill: want == Want::Fill,
+                ahead: want == Want::Ahead,
                 start: from,
                 ramp,
                 transfer: None,
                 phase: Phase::Starting,
                 attempts: 0,
                 restarting: false,
+                reauthed: false,
             },
         );
         id
@@ -164,6 +170,8 @@ pub(super) struct Table<'a> {
     pub(super) mem: &'a Memory,
     pub(super) fetches: &'a mut Fetches,
     pub(super) no_ranges: bool,
+    /// The registry's round trip is `FAR` or longer.
+    pub(super) far: bool,
     pub(super) launches: &'a mut Vec<u64>,
 }
 
@@ -183,6 +191,19 @@ impl Blocks for Table<'_> {
 
     fn no_ranges(&self) -> bool {
         self.no_ranges
+    }
+
+    fn far(&self) -> bool {
+        self.far
+    }
+
+    fn ahead_in_flight(&self, from: u64) -> u64 {
+        let past = from * self.inner.block;
+        self.fetches
+            .map
+            .values()
+            .filter(|f| f.ahead && !matches!(f.phase, Phase::Done) && f.end_off > past)
+            .count() as u64
     }
 
     fn hash_block(&self) -> Option<u64> {
@@ -205,6 +226,8 @@ struct BlockSink {
     inner: Arc<Inner>,
     id: u64,
     gen: u64,
+    /// The first byte the request asked for.
+    from: u64,
     /// Hashing and publishing run on the post thread, in order, so that
     /// the I/O thread goes on receiving.
     poster: Option<Poster>,
@@ -430,19 +453,60 @@ impl BodyTarget for BlockSink {
         let (inner, id, gen, outcome) = (self.inner.clone(), self.id, self.gen, outcome.clone());
         self.run(Box::new(move || inner.conclude(id, gen, outcome)));
     }
+
+    fn answered(&mut self, status: u32) {
+        if status == 200 && self.from > 0 {
+            // The registry ignores Range (the whole blob comes, and the
+            // transport drops its head): fetches become streams.
+            self.inner.lock().no_ranges = true;
+        }
+    }
 }
 
 impl Blob {
-    /// Sends (or resends, from where it stopped) the request of fetch
-    /// `id`. Called without the state lock.
-    pub(super) fn launch(&self, id: u64) {
+    /// Sends (or resends, from where they stopped) the requests of the
+    /// fetches `ids`, without waiting for their answers: the body goes to
+    /// the fetch's `BlockSink`, a refusal ends the attempt (`conclude`), and
+    /// the reader that needs the fetch's blocks judges it (`read_at`:
+    /// retries, a fresh token on a 401). So a reader that plans several
+    /// fetches has them all in flight at once, and never waits a round
+    /// trip for one it does not need yet. Called without the state lock.
+    pub(super) fn launch(&self, ids: &[u64]) {
+        let poster = self.registry.transport().ok().and_then(|t| t.poster());
+        for &id in ids {
+            let Some(req) = self.request_for(id) else {
+                continue;
+            };
+            let from = req.range.map_or(0, |r| r.0);
+            let started = self
+                .registry
+                .begin_to(&req, &mut || self.sink_for(id, from, &poster))
+                .and_then(|r| r);
+            let inner = &self.inner;
+            let mut st = inner.lock();
+            if let Some(f) = st.fetches.map.get_mut(&id) {
+                match started {
+                    Ok(t) => {
+                        if matches!(f.phase, Phase::Starting) {
+                            f.phase = Phase::Running;
+                        }
+                        f.transfer = Some(t);
+                    }
+                    Err(e) => f.phase = Phase::Failed(e),
+                }
+            }
+            drop(st);
+            inner.cond.notify_all();
+        }
+    }
+
+    /// The request of fetch `id` from where it stands (the start of the
+    /// partial block's missing bytes); None when the fetch is gone.
+    fn request_for(&self, id: u64) -> Option<Request> {
         let inner = &self.inner;
         let (from, to, readahead) = {
             let st = inner.lock();
-            let Some(f) = st.fetches.map.get(&id) else {
-                return;
-            };
-            // Resume at the start of the partial block's missing bytes.
+            let f = st.fetches.map.get(&id)?;
             (f.next_off, f.end_off, f.readahead)
         };
         let mut req = Request::get("read blob", self.url.clone());
@@ -451,46 +515,25 @@ impl Blob {
         if from > 0 || !open_end {
             req.range = Some((from, if open_end { None } else { Some(to - 1) }));
         }
-        let poster = self.registry.transport().ok().and_then(|t| t.poster());
-        let mut make = || -> Option<Box<dyn BodyTarget>> {
-            let mut st = inner.lock();
-            let State { fetches, stats, .. } = &mut *st;
-            let f = fetches.map.get_mut(&id)?;
-            // A new attempt: what the previous one said no longer counts.
-            f.gen += 1;
-            f.phase = Phase::Starting;
-            stats.requests += 1;
-            Some(Box::new(BlockSink {
-                inner: inner.clone(),
-                id,
-                gen: f.gen,
-                poster: poster.clone(),
-            }))
-        };
-        let res = self.registry.start_to(&req, &mut make);
+        Some(req)
+    }
+
+    /// The body target of a new attempt of fetch `id` (asking from byte
+    /// `from`): what the previous attempt said no longer counts.
+    fn sink_for(&self, id: u64, from: u64, poster: &Option<Poster>) -> Option<Box<dyn BodyTarget>> {
+        let inner = &self.inner;
         let mut st = inner.lock();
-        match res {
-            Ok((mut t, status, _)) => {
-                if status == 200 && from > 0 {
-                    st.no_ranges = true;
-                }
-                let err = (!(200..300).contains(&status)).then(|| t.status_error(status));
-                if let Some(f) = st.fetches.map.get_mut(&id) {
-                    if let Some(e) = err {
-                        f.phase = Phase::Failed(e);
-                    } else if matches!(f.phase, Phase::Starting) {
-                        f.phase = Phase::Running;
-                    }
-                    f.transfer = Some(t);
-                }
-            }
-            Err(e) => {
-                if let Some(f) = st.fetches.map.get_mut(&id) {
-                    f.phase = Phase::Failed(e);
-                }
-            }
-        }
-        drop(st);
-        inner.cond.notify_all();
+        let State { fetches, stats, .. } = &mut *st;
+        let f = fetches.map.get_mut(&id)?;
+        f.gen += 1;
+        f.phase = Phase::Starting;
+        stats.requests += 1;
+        Some(Box::new(BlockSink {
+            inner: inner.clone(),
+            id,
+            gen: f.gen,
+            from,
+            poster: poster.clone(),
+        }))
     }
 }

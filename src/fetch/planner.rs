@@ -12,9 +12,18 @@
 //!   read-around growing for a reader that keeps missing.
 //! - The background fill: once random reads have asked for a quarter of
 //!   the blob's blocks, the rest in one stream.
+//! - Parallel readahead (`connections=` above 1): a read(2) reader gets
+//!   its window ahead as chunks of `CHUNK` bytes, each a Range request of
+//!   its own, up to `connections` in flight, so that several TCP
+//!   connections share a long link (one gets a fraction of it, and CDNs
+//!   and object stores cap each); they are delivered in order to the
+//!   reader and the running hash through the block cache. The window is
+//!   then at least `connections` chunks, within the memory cache.
 //!
 //! The planner decides; the fetch table (`Blocks`) carries it out, and
 //! tells it which blocks are missing (in no tier, brought by no fetch).
+
+use crate::options::DEFAULT_CONNECTIONS;
 
 /// What a planned fetch is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +31,8 @@ pub(super) enum Want {
     /// An open-ended stream ahead of a sequential reader; `ramp`: of a
     /// pread reader (its window grows as it follows).
     Readahead { ramp: bool },
+    /// One chunk of a parallel readahead window.
+    Ahead,
     /// The blocks a random read misses.
     Range,
     /// The rest of the blob, in the background.
@@ -37,6 +48,11 @@ pub(super) trait Blocks {
     fn held(&self, k: u64) -> bool;
     /// The registry ignores Range: every fetch is a stream from 0.
     fn no_ranges(&self) -> bool;
+    /// Chunks of parallel readahead being fetched now that end past block
+    /// `from`.
+    fn ahead_in_flight(&self, from: u64) -> u64;
+    /// The registry's round trip has been measured long (`FAR`).
+    fn far(&self) -> bool;
     /// The block the running hash stands in, while it runs.
     fn hash_block(&self) -> Option<u64>;
     /// Starts a fetch of blocks `[from, to)`; a readahead stream first
@@ -71,7 +87,27 @@ pub(super) struct Planner {
     /// The block a sequential reader is at: readahead runs to here plus
     /// the window, then pauses.
     pub(super) hint: u64,
+    /// Chunks of parallel readahead in flight at most (1: one stream).
+    connections: u64,
+    /// `connections=auto`: chunks only where the round trip is long.
+    auto: bool,
+    /// Blocks per chunk.
+    chunk: u64,
+    /// Blocks parallel readahead keeps planned ahead of the reader.
+    ahead_window: u64,
 }
+
+/// Bytes per chunk of parallel readahead: long enough that its transfer
+/// time, not the round trip before it, dominates (4 MiB at 20 MB/s is
+/// 0.2 s against a 30 ms round trip), short enough that several fit the
+/// memory cache.
+pub(super) const CHUNK: u64 = 4 << 20;
+
+/// A round trip from which `connections=auto` goes parallel (as the
+/// registry session measures it: its quickest answer, server time
+/// included): above what loopback and a LAN take (a manifest GET on
+/// loopback: under 2 ms), below any WAN.
+pub(super) const FAR: std::time::Duration = std::time::Duration::from_millis(3);
 
 impl Planner {
     pub(super) fn new(nblocks: u64, max_run: u64, keeps: bool, holds: bool, fill: bool) -> Self {
@@ -88,6 +124,68 @@ impl Planner {
             filling: false,
             ramp_next: false,
             hint: 0,
+            connections: 1,
+            auto: false,
+            chunk: 1,
+            ahead_window: 0,
+        }
+    }
+
+    /// Parallel readahead with `connections` chunks in flight (None:
+    /// `DEFAULT_CONNECTIONS`, once the round trip is long), for blocks of
+    /// `bs` bytes: a window of twice the chunks in flight (so that a
+    /// connection that finishes a chunk finds the next to fetch while the
+    /// reader waits for an earlier one), at least `window` blocks and at
+    /// most `room` (what the memory cache holds besides the blocks being
+    /// read).
+    pub(super) fn parallel(
+        mut self,
+        connections: Option<usize>,
+        window: u64,
+        room: u64,
+        bs: u64,
+    ) -> Self {
+        self.auto = connections.is_none();
+        self.connections = connections.unwrap_or(DEFAULT_CONNECTIONS).max(1) as u64;
+        self.chunk = (CHUNK / bs).max(1);
+        self.ahead_window = window
+            .max(2 * self.connections * self.chunk)
+            .min(room.max(1));
+        self
+    }
+
+    /// Readahead for a reader now goes in parallel chunks: a read(2)
+    /// reader (pread readers found sequential keep one stream, whose
+    /// window grows as they follow), more than one connection, a registry
+    /// that honours Range, and (`auto`) a long round trip (`far`): on a
+    /// LAN one stream is as fast and costs less.
+    pub(super) fn chunked(&self, no_ranges: bool, far: bool) -> bool {
+        self.connections > 1 && !self.ramp_next && !no_ranges && (far || !self.auto)
+    }
+
+    fn in_chunks(&self, blocks: &impl Blocks) -> bool {
+        self.chunked(blocks.no_ranges(), blocks.far())
+    }
+
+    /// Plans the chunks of the window from block `from` that are missing,
+    /// while fewer than `connections` are in flight.
+    fn ahead(&mut self, blocks: &mut impl Blocks, from: u64) {
+        let end = (from + self.ahead_window).min(self.nblocks);
+        let mut in_flight = blocks.ahead_in_flight(from);
+        let mut k = from;
+        while k < end && in_flight < self.connections {
+            if !blocks.missing(k) {
+                k += 1;
+                continue;
+            }
+            let chunk_end = ((k / self.chunk + 1) * self.chunk).min(self.nblocks);
+            let mut e = k + 1;
+            while e < chunk_end && blocks.missing(e) {
+                e += 1;
+            }
+            blocks.fetch(k, e, Want::Ahead);
+            in_flight += 1;
+            k = e;
         }
     }
 
@@ -119,8 +217,11 @@ impl Planner {
     /// fetch brings (it was not planned, or went before it was read): to
     /// the end for a streaming reader, else the rest of the read, at most
     /// `max_run` blocks.
-    pub(super) fn refetch(&self, k: u64, b1: u64, seq: bool) -> (u64, u64, Want) {
-        if seq {
+    pub(super) fn refetch(&self, k: u64, b1: u64, seq: bool, chunked: bool) -> (u64, u64, Want) {
+        if seq && chunked {
+            let chunk_end = ((k / self.chunk + 1) * self.chunk).min(self.nblocks);
+            (k, chunk_end, Want::Ahead)
+        } else if seq {
             (k, self.nblocks, self.readahead())
         } else {
             (k, (b1 + 1).min(k + self.max_run), Want::Range)
@@ -137,6 +238,10 @@ impl Planner {
             if !blocks.missing(k) {
                 k += 1;
                 continue;
+            }
+            if seq && self.in_chunks(blocks) {
+                self.ahead(blocks, k);
+                return;
             }
             if seq || blocks.no_ranges() {
                 blocks.fetch(k, nblocks, self.readahead());
@@ -187,8 +292,12 @@ impl Planner {
             k = e + 1;
             self.maybe_fill(blocks);
         }
-        if seq && b1 + 1 < nblocks && blocks.missing(b1 + 1) {
-            blocks.fetch(b1 + 1, nblocks, self.readahead());
+        if seq && b1 + 1 < nblocks {
+            if self.in_chunks(blocks) {
+                self.ahead(blocks, b1 + 1);
+            } else if blocks.missing(b1 + 1) {
+                blocks.fetch(b1 + 1, nblocks, self.readahead());
+            }
         }
     }
 

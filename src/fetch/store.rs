@@ -14,7 +14,7 @@ use super::blob::{Inner, State};
 use super::cache::{Block, BlockCache};
 
 /// Most spare block buffers a blob keeps for reuse.
-const POOL_MAX: usize = 16;
+pub(super) const POOL_MAX: usize = 16;
 
 /// The memory tier and what passes through it.
 pub(super) struct Memory {

@@ -2,8 +2,9 @@
 //! requests (re-authenticating once on a 401), manifests, and resolving a
 //! reference plus options to one blob's descriptor.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -79,6 +80,9 @@ pub struct Registry {
     repository: String,
     scope: String,
     auth: Auth,
+    /// The shortest time one of its requests took to be answered, in
+    /// microseconds (u64::MAX: none yet): about a round trip.
+    answer_us: AtomicU64,
 }
 
 /// Loopback registries found to speak TLS.
@@ -153,6 +157,7 @@ impl Registry {
                 format!("{base}/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
             ));
             let more = i + 1 < schemes.len();
+            let sent = Instant::now();
             match fetch_retrying(&transport, &req, policy.retries) {
                 Err(e) if more && (e.is_tls_handshake() || *scheme == "http") => {
                     last = Some(e);
@@ -197,7 +202,9 @@ impl Registry {
                         base,
                         scope: format!("repository:{}:pull", r.repository),
                         repository: r.repository.clone(),
+                        answer_us: AtomicU64::new(u64::MAX),
                     };
+                    reg.answered_in(sent);
                     reg.take_probe(&transport, &req, resp, creds.is_some())?;
                     return Ok(reg);
                 }
@@ -268,22 +275,66 @@ impl Registry {
         req: &Request,
         target: &mut dyn FnMut() -> Option<Box<dyn BodyTarget>>,
     ) -> Result<(Transfer, u32, Headers)> {
+        let sent = Instant::now();
+        let first = self.begin_to(req, target)?;
+        let answer = self.settle_to(req, target, first)?;
+        self.answered_in(sent);
+        Ok(answer)
+    }
+
+    /// Takes note of a request sent at `sent` that has its answer now.
+    fn answered_in(&self, sent: Instant) {
+        let us = sent.elapsed().as_micros().min(u64::MAX as u128 - 1) as u64;
+        self.answer_us.fetch_min(us, Ordering::Relaxed);
+    }
+
+    /// About a round trip to the registry: the shortest time one of its
+    /// requests (the first manifest GET, say) took to be answered, server
+    /// time and all; None before any answer.
+    pub fn round_trip(&self) -> Option<Duration> {
+        match self.answer_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// The first half of `start_to`: sends one attempt of `req` and returns
+    /// at once, so that a caller can have several requests in flight
+    /// before it waits for their answers (`settle_to`). The outer error
+    /// (no transport, no token) is final; the inner one is the attempt's.
+    pub fn begin_to(
+        &self,
+        req: &Request,
+        target: &mut dyn FnMut() -> Option<Box<dyn BodyTarget>>,
+    ) -> Result<Result<Transfer>> {
+        let mut r = req.clone();
+        r.timeouts = self.policy.timeouts;
+        r.tls = self.policy.tls.clone();
+        let transport = self.transport()?;
+        r.auth = self.auth.header(&transport, &self.scope)?;
+        Ok(transport.start_transfer_to(&r, target()))
+    }
+
+    /// The second half of `start_to`: waits for the answer to an attempt
+    /// `begin_to` sent; authenticates again once on a 401, retries
+    /// connection errors and retryable statuses with backoff (each a new
+    /// attempt); any other status is the caller's to judge.
+    pub fn settle_to(
+        &self,
+        req: &Request,
+        target: &mut dyn FnMut() -> Option<Box<dyn BodyTarget>>,
+        mut started: Result<Transfer>,
+    ) -> Result<(Transfer, u32, Headers)> {
         let mut reauthed = false;
         let mut attempt = 0;
         loop {
-            let mut r = req.clone();
-            r.timeouts = self.policy.timeouts;
-            r.tls = self.policy.tls.clone();
-            let transport = self.transport()?;
-            r.auth = self.auth.header(&transport, &self.scope)?;
-            let started = transport
-                .start_transfer_to(&r, target())
-                .and_then(|t| t.wait_headers().map(|(s, h)| (t, s, h)));
-            let (mut t, status, headers) = match started {
+            let answered = started.and_then(|t| t.wait_headers().map(|(s, h)| (t, s, h)));
+            let (mut t, status, headers) = match answered {
                 Ok(v) => v,
                 Err(e) if e.is_retryable() && attempt < self.policy.retries => {
                     std::thread::sleep(backoff(attempt, None));
                     attempt += 1;
+                    started = self.begin_to(req, target)?;
                     continue;
                 }
                 Err(e) => return Err(tls_hint(e, &self.policy)),
@@ -294,6 +345,7 @@ impl Registry {
                     reauthed = true;
                     self.auth.invalidate(&self.scope);
                     if self.auth.learn(headers.get_all("www-authenticate")).is_ok() {
+                        started = self.begin_to(req, target)?;
                         continue;
                     }
                 }
@@ -308,6 +360,7 @@ impl Registry {
                 if err.is_retryable() && attempt < self.policy.retries {
                     std::thread::sleep(backoff(attempt, err.retry_after()));
                     attempt += 1;
+                    started = self.begin_to(req, target)?;
                     continue;
                 }
                 // Statuses are the caller's to judge.
@@ -323,7 +376,15 @@ impl Registry {
         &self.policy
     }
 
-    fn needs_credentials(&self, err: Error) -> Error {
+    /// Drops the token of this repository, so that the next request gets
+    /// a fresh one (a request was refused with 401: it expired, or was
+    /// revoked).
+    pub fn forget_token(&self) {
+        self.auth.invalidate(&self.scope);
+    }
+
+    /// A 401 that a fresh token did not cure, with what would.
+    pub fn needs_credentials(&self, err: Error) -> Error {
         let what = if self.auth.has_credentials() {
             "the credentials were refused"
         } else {

@@ -43,6 +43,9 @@ pub trait BodyTarget: Send {
     fn deliver(&mut self, data: &[u8]) -> Result<bool>;
     /// The transfer ended: `Ok` for a complete 2xx body, else why not.
     fn finished(&mut self, outcome: &Result<()>);
+    /// The final answer's status is in (after redirects), before any of
+    /// its body.
+    fn answered(&mut self, _status: u32) {}
 }
 
 enum Cmd {

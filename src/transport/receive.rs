@@ -146,8 +146,13 @@ impl Handler for Sink {
             self.has_location = false;
         } else if line.is_empty() {
             self.end_of_headers(&mut st);
+            let answered = st.final_headers.then_some(st.status);
             drop(st);
             shared.cond.notify_all();
+            // Without the transfer's lock: the target takes its own.
+            if let (Some(status), Some(t)) = (answered, self.target.as_mut()) {
+                t.answered(status);
+            }
         } else if let Some((name, value)) = line.split_once(':') {
             let name = name.trim().to_ascii_lowercase();
             if name == "location" {
