@@ -2,7 +2,7 @@
 //! opaque directories, shadowing), and hard links kept extractable (see
 //! the module documentation of `flatten`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 use super::entry::{parse, Kind, Meta};
@@ -54,6 +54,9 @@ pub(super) struct Flattener<W: Write> {
     /// This layer's entries: path -> index into `slots`; several paths
     /// share a slot when they are one inode.
     pub(super) layer: HashMap<Vec<u8>, usize>,
+    /// The paths of `layer` that are directories (the others are
+    /// non-directories, a hard link to a directory or to nothing too).
+    pub(super) layer_dirs: HashSet<Vec<u8>>,
     pub(super) slots: Vec<Src>,
     /// This layer's whiteouts and opaque markers, applied at its end.
     pub(super) marks: Vec<(Vec<u8>, u8)>,
@@ -75,6 +78,7 @@ impl<W: Write> Flattener<W> {
             state: HashMap::new(),
             waiting: HashMap::new(),
             layer: HashMap::new(),
+            layer_dirs: HashSet::new(),
             slots: Vec::new(),
             marks: Vec::new(),
             new_waiting: HashMap::new(),
@@ -105,19 +109,17 @@ impl<W: Write> Flattener<W> {
             for (p, f) in &self.marks {
                 *marks.entry(p.as_slice()).or_insert(0) |= *f;
             }
-            let (layer, slots) = (&self.layer, &self.slots);
+            let (layer, dirs) = (&self.layer, &self.layer_dirs);
             let deleted = |t: &[u8]| {
                 marks.get(t).is_some_and(|&f| f & TAKEN != 0)
                     || marks.get(&b""[..]).is_some_and(|&f| f & CUT != 0)
                     || parents(t).any(|p| marks.get(p).is_some_and(|&f| f & CUT != 0))
             };
-            let under_non_dir = |t: &[u8]| {
-                parents(t).any(|p| {
-                    layer
-                        .get(p)
-                        .is_some_and(|&s| !matches!(slots[s], Src::Nothing))
-                })
-            };
+            // Any non-directory entry, a hard link that names a directory
+            // or nothing (dropped as dangling) included: the path holds no
+            // directory of this layer's, so nothing lower lives below it.
+            let under_non_dir =
+                |t: &[u8]| parents(t).any(|p| layer.contains_key(p) && !dirs.contains(p));
             let mut dangling = 0;
             self.waiting.retain(|t, links| {
                 let dead = deleted(t) || under_non_dir(t);
@@ -139,6 +141,7 @@ impl<W: Write> Flattener<W> {
             *self.state.entry(path).or_insert(0) |= flags;
         }
         self.layer.clear();
+        self.layer_dirs.clear();
         self.slots.clear();
         self.spill.reset()
     }
@@ -217,6 +220,7 @@ impl<W: Write> Flattener<W> {
         let waiting = self.waiting.remove(&path).unwrap_or_default();
         match meta.kind {
             Kind::Dir => {
+                self.layer_dirs.insert(path.clone());
                 let s = self.slot(&path, Src::Nothing);
                 if visible {
                     self.take(&path, TAKEN | WROTE);
