@@ -191,6 +191,65 @@ def main():
          [{"match": MANIFEST, "method": "GET", "action": "header",
            "headers": {"Docker-Content-Digest": "sha256:" + "0" * 64}}],
          ("error", errno.EBADMSG, "digest mismatch"))
+    # Parallel readahead: the small layer (3.1 MB) as 256 KiB Range
+    # requests, 4 in flight (block=64K), from a read(2) reader.
+    par = "layer=1,platform=linux/amd64,connections=4,block=64K,chunk=256K"
+
+    def ranged(s):
+        return [e["range"] for e in blob_gets(s, SMALL_DIGEST) if e["range"]]
+
+    case("parallel readahead: right bytes in order, hash verified", [], small_ok,
+         options=par,
+         extra=lambda s, t, k: [
+             ("bounded 256 KiB ranges", len(ranged(s)) >= 12
+              and all(r.count("-") == 1 and not r.endswith("-") for r in ranged(s)))])
+    case("parallel readahead: one of the ranges dropped, resumed from its byte",
+         [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 100000,
+           "skip": 2}],
+         small_ok, options=par,
+         extra=lambda s, t, k: [
+             ("a GET resumes the dropped range 100000 bytes in",
+              any(r.startswith(f"bytes={int(q.split('=')[1].split('-')[0]) + 100000}-")
+                  for q in ranged(s)[2:3] for r in ranged(s)[3:]))])
+    case("parallel readahead: one connection stalled, the others go on",
+         [{"match": BLOB, "method": "GET", "action": "stall", "bytes": 1000,
+           "seconds": 15, "skip": 1}],
+         small_ok, options=par + ",low_speed_limit=100000,low_speed_time=2",
+         extra=lambda s, t, k: [("done before the stall ends", t < 14)])
+    case("parallel readahead: a 200 to a ranged GET midway (Range no longer honoured)",
+         [{"match": BLOB, "method": "GET", "action": "ignore_range", "skip": 3,
+           "times": -1}],
+         small_ok, options=par,
+         extra=lambda s, t, k: [
+             ("the proxy answered 200 to a ranged GET",
+              any(e["range"] and e["status"] == 200
+                  for e in blob_gets(s, SMALL_DIGEST)))])
+    def refused_again(s):
+        gets = blob_gets(s, SMALL_DIGEST)
+        refused = [e["range"] for e in gets if e["status"] == 429]
+        return len(refused) == 1 and sum(e["range"] == refused[0] for e in gets) == 2
+
+    case("parallel readahead: 429 on the fifth connection, retried",
+         [{"match": BLOB, "method": "GET", "action": "status", "code": 429,
+           "headers": {"Retry-After": "1"}, "skip": 4}],
+         small_ok, options=par,
+         extra=lambda s, t, k: [("the refused range asked for again, once",
+                                 refused_again(s))])
+    # Random preads as in the corrupted-fill case below (its 7th GET is the
+    # background fill): the fill's stream stalls for 30 s, and the reads
+    # go on meanwhile, their misses fetched on their own (40 reads 0.3 s
+    # apart: about 12 s).
+    case("random preads: a reader's misses served while the fill is stalled",
+         [{"match": BLOB, "method": "GET", "action": "stall", "bytes": 1000,
+           "seconds": 30, "skip": 6}],
+         ("random",),
+         options="layer=1,platform=linux/amd64,block=64K,cache_mem=1M,readahead=256K",
+         mode=("random", BLOB_FILE, "40"), env={"FETCH_DELAY_MS": "300"},
+         extra=lambda s, t, k: [
+             ("the fill asked for the blob from byte 0",
+              any(e["range"] == f"bytes=0-{SMALL_SIZE - 1}"
+                  for e in blob_gets(s, SMALL_DIGEST))),
+             ("done long before the stall ends", t < 26)])
     case("a registry that ignores Range: right bytes from random preads",
          [{"match": BLOB, "method": "GET", "action": "ignore_range", "times": -1}],
          ("random",), mode=("random", BLOB_FILE, "24"),

@@ -66,6 +66,8 @@ pub struct ReadConfig {
     pub fill: bool,
     /// Range requests a sequential reader keeps in flight (None: auto).
     pub connections: Option<usize>,
+    /// Bytes per Range request of parallel readahead.
+    pub chunk: usize,
 }
 
 impl ReadConfig {
@@ -80,6 +82,7 @@ impl ReadConfig {
             spill: o.spill.dir(),
             fill: o.fill,
             connections: o.connections,
+            chunk: o.chunk,
         }
     }
 }
@@ -185,6 +188,7 @@ impl Blob {
         )
         .parallel(
             cfg.connections,
+            cfg.chunk as u64,
             window,
             // What the memory cache holds besides the blocks being read
             // and the spare buffers: the window, however fast the

@@ -91,18 +91,19 @@ impl Fetches {
         }
     }
 
-    /// Is block `k` being brought by a live fetch? Returns its id. A
-    /// stream counts only for the window ahead of where it stands.
+    /// Is block `k` being brought by a live fetch a reader may wait for?
+    /// Returns its id. A readahead stream counts only for the window ahead
+    /// of where it stands; the background fill never does: a reader's
+    /// miss is fetched on its own rather than wait behind the fill (which
+    /// then skips what is here).
     pub(super) fn covering(&self, k: u64, bs: u64, window: u64, no_ranges: bool) -> Option<u64> {
         self.map
             .iter()
-            .filter(|(_, f)| !matches!(f.phase, Phase::Done))
+            .filter(|(_, f)| !matches!(f.phase, Phase::Done) && !f.fill)
             .filter(|(_, f)| {
                 let first = f.visible_off / bs;
                 let end = f.end_off.div_ceil(bs);
-                k >= first
-                    && k < end
-                    && (!(f.readahead || f.fill) || no_ranges || k <= first + window)
+                k >= first && k < end && (!f.readahead || no_ranges || k <= first + window)
             })
             .map(|(id, _)| *id)
             .next()

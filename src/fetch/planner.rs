@@ -13,7 +13,7 @@
 //! - The background fill: once random reads have asked for a quarter of
 //!   the blob's blocks, the rest in one stream.
 //! - Parallel readahead (`connections=` above 1): a read(2) reader gets
-//!   its window ahead as chunks of `CHUNK` bytes, each a Range request of
+//!   its window ahead as chunks of `chunk=` bytes, each a Range request of
 //!   its own, up to `connections` in flight, so that several TCP
 //!   connections share a long link (one gets a fraction of it, and CDNs
 //!   and object stores cap each); they are delivered in order to the
@@ -97,11 +97,6 @@ pub(super) struct Planner {
     ahead_window: u64,
 }
 
-/// Bytes per chunk of parallel readahead: long enough that its transfer
-/// time, not the round trip before it, dominates (4 MiB at 20 MB/s is
-/// 0.2 s against a 30 ms round trip), short enough that several fit the
-/// memory cache.
-pub(super) const CHUNK: u64 = 4 << 20;
 
 /// A round trip from which `connections=auto` goes parallel (as the
 /// registry session measures it: its quickest answer, server time
@@ -131,7 +126,8 @@ impl Planner {
         }
     }
 
-    /// Parallel readahead with `connections` chunks in flight (None:
+    /// Parallel readahead with `connections` chunks of `chunk` bytes in
+    /// flight (None:
     /// `DEFAULT_CONNECTIONS`, once the round trip is long), for blocks of
     /// `bs` bytes: a window of twice the chunks in flight (so that a
     /// connection that finishes a chunk finds the next to fetch while the
@@ -141,13 +137,14 @@ impl Planner {
     pub(super) fn parallel(
         mut self,
         connections: Option<usize>,
+        chunk: u64,
         window: u64,
         room: u64,
         bs: u64,
     ) -> Self {
         self.auto = connections.is_none();
         self.connections = connections.unwrap_or(DEFAULT_CONNECTIONS).max(1) as u64;
-        self.chunk = (CHUNK / bs).max(1);
+        self.chunk = chunk.div_ceil(bs).max(1);
         self.ahead_window = window
             .max(2 * self.connections * self.chunk)
             .min(room.max(1));

@@ -1,0 +1,217 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+# make bench, section 9: the sequential read of the big blob per network
+# profile, through c-tests/rig/wanproxy.py (a one-way delay each way, a
+# cap per connection and in total; `lan` is bare loopback), next to the
+# peers measured in the same run through the same proxy:
+#
+#   curl (one stream), 8 ranged curls at once (the proxy's own ceiling:
+#   goal >= 0.8 of the total cap), curl | openssl dgst -sha256 (a verified
+#   pipeline), skopeo copy (containers/image), containerd's ctr content
+#   fetch (when containerd is installed), erofs-utils 1.9's
+#   ocierofs_io_open() (when built), and ours at read sizes 4K, 32K, 1M
+#   with the default options (verified).
+#
+# Goals, on `wan` only (the other profiles are printed with the same
+# ratios): ours at least 0.8 of the link's limit (size / total cap) and at
+# least 5x curl's single stream at every read size, and ahead of every
+# peer.
+#
+# usage: profiles.sh WORKDIR BUILDDIR [PROFILE...]   (default: every profile)
+# Environment: PROFILE_ROUNDS (best of, default 2).
+# Ends with "profiles: N goals met, N missed[ (N not measured)]".
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(cd "$1" && pwd)
+BUILD=$(cd "$2" && pwd)
+shift 2
+ROUNDS=${PROFILE_ROUNDS:-2}
+BR=$BUILD/bench_reads-1.9
+REFD=$WORK/erofs-ref-driver
+PROXY=$HERE/../rig/wanproxy.py
+CHUNKS=(4096 32768 1048576)
+
+# shellcheck disable=SC1091
+. "$WORK/registry.env"
+read -r _ ref digest size < <(awk '$1 == "big"' "$WORK/fixtures.txt")
+path=${ref#"$REGISTRY"/}
+repo=${path%:*}
+tag=${path##*:}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/oci-profiles.XXXXXX")
+proxy_pid=
+cleanup() {
+	[[ -n $proxy_pid ]] && kill "$proxy_pid" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+profiles=("$@")
+if [[ ${#profiles[@]} -eq 0 ]]; then
+	mapfile -t profiles < <(python3 "$PROXY" --list | awk '{ print $1 }')
+fi
+
+met=0
+missed=0
+unmeasured=0
+judge() {
+	if [[ -z ${1:-} ]]; then
+		V="NOT MEASURED"
+		unmeasured=$((unmeasured + 1))
+	elif awk -v v="$1" -v g="$3" -v op="$2" \
+		'BEGIN { exit !(op == "ge" ? v + 0 >= g + 0 : v + 0 <= g + 0) }'; then
+		V=met
+		met=$((met + 1))
+	else
+		V=MISSED
+		missed=$((missed + 1))
+	fi
+}
+div() {
+	[[ -n ${1:-} && -n ${2:-} ]] || return 0
+	awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b }'
+}
+mbs() { awk -v s="$size" -v t="$1" 'BEGIN { if (t > 0) printf "%.1f MB/s", s / t / 1e6 }'; }
+
+# best NAME CMD...: the best wall time of ROUNDS runs of CMD (stdout
+# dropped; empty when a run fails); $tmp/NAME.err keeps its stderr
+best() {
+	local name=$1 i s e b=
+	shift
+	for ((i = 0; i < ROUNDS; i++)); do
+		s=$EPOCHREALTIME
+		"$@" >"$tmp/$name.out" 2>>"$tmp/$name.err" </dev/null || { b=; break; }
+		e=$EPOCHREALTIME
+		b=$(awk -v s="$s" -v e="$e" -v b="$b" 'BEGIN { t = e - s; if (b == "" || t < b) b = t; printf "%.3f", b }')
+	done
+	echo "$b"
+}
+
+curl_one() { curl -sf -o /dev/null "http://$1/v2/$repo/blobs/$digest"; }
+curl_verified() {
+	local got
+	got=$(curl -sf "http://$1/v2/$repo/blobs/$digest" | openssl dgst -sha256 | awk '{ print $NF }')
+	[[ sha256:$got == "$digest" ]]
+}
+# curl_ranges HOST N: the blob in N ranged GETs at once
+curl_ranges() {
+	local host=$1 n=$2 i part from to pids=() rc=0
+	part=$(((size + n - 1) / n))
+	for ((i = 0; i < n; i++)); do
+		from=$((i * part))
+		to=$((from + part - 1))
+		((to >= size)) && to=$((size - 1))
+		curl -sf -o /dev/null -r "$from-$to" "http://$host/v2/$repo/blobs/$digest" &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p" || rc=1; done
+	return $rc
+}
+skopeo_copy() {
+	rm -rf "$tmp/skopeo"
+	skopeo copy -q --src-tls-verify=false "docker://$1/$repo:$tag" "dir:$tmp/skopeo"
+}
+# ours HOST CHUNK: the library's read(2) stream with its own digest check
+# (a mismatch fails the last read: bench_reads exits 1); bench_reads does
+# not hash a second time
+ours() {
+	local out
+	out=$(BENCH_READS_HASH=0 "$BR" seq "$1/$repo:$tag" - "$2") || return 1
+	[[ $out == *" errors=0"* ]]
+}
+refd_seq() { EROFS_REF_TIMEOUT=300 "$REFD" seq "$1" "$repo" "$tag" 0 1048576 >/dev/null; }
+
+echo "9. sequential read of the $(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }') MiB blob per network profile (c-tests/rig/wanproxy.py; best of $ROUNDS)"
+for prof in "${profiles[@]}"; do
+	read -r _ rtt conn total < <(python3 "$PROXY" --list | awk -v p="$prof" '$1 == p')
+	if [[ -z ${rtt:-} ]]; then
+		echo "  $prof: no such profile"
+		continue
+	fi
+	host=$REGISTRY
+	if [[ $prof != lan ]]; then
+		rm -f "$tmp/port"
+		python3 "$PROXY" --upstream "$REGISTRY" --profile "$prof" --port-file "$tmp/port" 2>"$tmp/proxy.err" &
+		proxy_pid=$!
+		for _ in $(seq 50); do [[ -s $tmp/port ]] && break; sleep 0.1; done
+		host=$(cat "$tmp/port" 2>/dev/null)
+		if [[ -z $host ]]; then
+			echo "  $prof: NOT MEASURED: wanproxy.py did not start: $(tail -n1 "$tmp/proxy.err")"
+			continue
+		fi
+		limit=$(awk -v s="$size" -v t="$total" 'BEGIN { printf "%.3f", s / (t * 1e6) }')
+		echo "  $prof: ${rtt} ms round trip, $conn MB/s per connection, $total MB/s in total: the link alone needs ${limit} s"
+	else
+		limit=
+		echo "  $prof: bare loopback"
+	fi
+	t_curl=$(best curl1 curl_one "$host")
+	t_curl8=$(best curl8 curl_ranges "$host" 8)
+	t_ssl=$(best curlssl curl_verified "$host")
+	t_sk=
+	command -v skopeo >/dev/null && t_sk=$(best skopeo skopeo_copy "$host")
+	t_ref=
+	[[ -x $REFD ]] && t_ref=$(best refd refd_seq "$host")
+	printf '    %-44s %8s s  %s\n' "curl, one stream" "${t_curl:-FAILED}" "$(mbs "${t_curl:-0}")"
+	printf '    %-44s %8s s  %s\n' "8 ranged curls at once" "${t_curl8:-FAILED}" "$(mbs "${t_curl8:-0}")"
+	printf '    %-44s %8s s  %s\n' "curl | openssl dgst -sha256" "${t_ssl:-FAILED}" "$(mbs "${t_ssl:-0}")"
+	if command -v skopeo >/dev/null; then
+		printf '    %-44s %8s s  %s\n' "skopeo copy (image to dir:)" "${t_sk:-FAILED}" "$(mbs "${t_sk:-0}")"
+	else
+		echo "    skopeo copy: NOT MEASURED (no skopeo)"
+	fi
+	if command -v ctr >/dev/null && command -v containerd >/dev/null; then
+		echo "    containerd ctr content fetch: NOT MEASURED (not wired into the bench yet)"
+	else
+		echo "    containerd ctr content fetch: NOT MEASURED (containerd is not installed)"
+	fi
+	if [[ -x $REFD ]]; then
+		printf '    %-44s %8s s  %s\n' "erofs-utils 1.9 ocierofs_io_open, 1M reads" "${t_ref:-FAILED}" "$(mbs "${t_ref:-0}")"
+	else
+		echo "    erofs-utils 1.9 ocierofs_io_open: NOT MEASURED (reference not built: see erofs-ref.sh)"
+	fi
+	if [[ -n $limit && -n $t_curl8 ]]; then
+		r=$(div "$limit" "$t_curl8")
+		if [[ $prof == wan ]]; then
+			judge "$r" ge 0.8
+			echo "    the proxy's ceiling: 8 ranged curls at $r of the total cap (goal >= 0.8) $V"
+		else
+			echo "    the proxy's ceiling: 8 ranged curls at $r of the total cap"
+		fi
+	fi
+	peers=("$t_curl" "$t_ssl" "$t_sk" "$t_ref")
+	for chunk in "${CHUNKS[@]}"; do
+		t=$(best "ours_$chunk" ours "$host" "$chunk")
+		label="ours, verified, $((chunk / 1024))K reads"
+		if [[ -z $t ]]; then
+			echo "    $label: FAILED: $(grep -v '^$' "$tmp/ours_$chunk.err" | tail -n1)"
+			[[ $prof == wan ]] && judge "" ge 0.8
+			continue
+		fi
+		ahead=yes
+		for p in "${peers[@]}"; do
+			[[ -n $p ]] && awk -v a="$t" -v b="$p" 'BEGIN { exit !(a > b) }' && ahead=no
+		done
+		lr=$(div "$limit" "$t")
+		cr=$(div "$t_curl" "$t")
+		printf '    %-44s %8s s  %s; %sx curl%s; ahead of every peer: %s\n' "$label" "$t" "$(mbs "$t")" \
+			"${cr:-n/a}" "${lr:+; ${lr} of the link}" "$ahead"
+		if [[ $prof == wan ]]; then
+			judge "$lr" ge 0.8
+			echo "      of the link's limit: ${lr:-n/a} (goal >= 0.8) $V"
+			judge "$cr" ge 5
+			echo "      against curl's one stream: ${cr:-n/a}x (goal >= 5) $V"
+			judge "$([[ $ahead == yes ]] && echo 1 || echo 0)" ge 1
+			echo "      ahead of every peer measured: $ahead $V"
+		fi
+	done
+	if [[ -n $proxy_pid ]]; then
+		kill "$proxy_pid" 2>/dev/null
+		wait "$proxy_pid" 2>/dev/null
+		proxy_pid=
+	fi
+done
+if [[ $unmeasured -gt 0 ]]; then
+	echo "profiles: $met goals met, $missed missed ($unmeasured not measured)"
+else
+	echo "profiles: $met goals met, $missed missed"
+fi
