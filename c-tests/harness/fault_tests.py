@@ -67,6 +67,11 @@ def blob_gets(stats, digest, listener="proxy"):
 
 
 BLOB = f"/blobs/{SMALL_DIGEST}$"
+# The rest of the small blob from byte 1000000, as one stream asks for it
+# or as one Range request of parallel readahead does (connections=auto
+# goes parallel where the registry's answers take 3 ms or more, as they
+# may through the proxy).
+RESUMED = [["bytes=1000000-"], [f"bytes=1000000-{SMALL_SIZE - 1}"]]
 BIGBLOB = f"/blobs/{BIG_DIGEST}$"
 MANIFEST = "/manifests/"
 AUTH_RULE = {
@@ -127,8 +132,8 @@ def main():
          [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 1000000}],
          small_ok,
          extra=lambda s, t, k: [
-             ("second GET asks for bytes=1000000-",
-              [e["range"] for e in blob_gets(s, SMALL_DIGEST)][1:2] == ["bytes=1000000-"])])
+             ("second GET asks for the rest from byte 1000000",
+              [e["range"] for e in blob_gets(s, SMALL_DIGEST)][1:2] in RESUMED)])
     case("connection dropped three times: resumed each time",
          [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 700000,
            "times": 3}],
@@ -275,7 +280,7 @@ def main():
          small_ok,
          extra=lambda s, t, k: [("two tokens", k >= 2),
                                 ("resumed with Range",
-                                 blob_gets(s, SMALL_DIGEST)[-1]["range"] == "bytes=1000000-")])
+                                 [blob_gets(s, SMALL_DIGEST)[-1]["range"]] in RESUMED)])
     case("big blob, dropped mid-way, verified to the end",
          [{"match": BIGBLOB, "method": "GET", "action": "drop_after", "bytes": 60000000}],
          ("ok", BIG_DIGEST), ref=BIG_REF, options="")

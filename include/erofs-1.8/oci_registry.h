@@ -135,7 +135,8 @@ void close_oci_registry(struct erofs_vfile *vf);
  *       them all): `platform=os/arch[/variant]` (default: the host's),
  *       `layer=N` (0-based, default 0) or `blob=sha256:...`, `flatten`,
  *       `decompress=auto|none`, `verify=stream|full|none`, `block=`,
- *       `cache_mem=`, `readahead=`, `cache_dir=`, `spill=`, `fill=`,
+ *       `cache_mem=`, `readahead=`, `connections=`, `chunk=`,
+ *       `cache_dir=`, `spill=`, `fill=`,
  *       `retries=`, `connect_timeout=`,
  *       `low_speed_limit=`, `low_speed_time=`, `username=`, `password=`,
  *       `auth=`, `ca=`, `tls_verify=0`, `cert=`, `key=`, `mirror=`,
@@ -145,7 +146,9 @@ void close_oci_registry(struct erofs_vfile *vf);
  * The blob is streamed: the first read returns once its first bytes
  * arrive, and memory stays bounded (`cache_mem`) whatever the blob's
  * size. Reads go through a cache of aligned blocks (`block=`, 1M); a
- * sequential reader gets readahead (`readahead=`, 8M), random misses are
+ * sequential reader gets readahead (`readahead=`, 8M; from a registry a
+ * long round trip away, 8 Range requests of 4M in flight at once on
+ * connections of their own: `connections=`, `chunk=`), random misses are
  * fetched with Range requests, adjacent ones together, several threads'
  * misses in flight at once. A blob bigger than `cache_mem` spills blocks
  * evicted from memory to a private unlinked file (`spill=`, in $TMPDIR or
