@@ -18,7 +18,7 @@
 #   4. the same preads by 4 threads on one vfile against 1 thread, with
 #      fill=none so that each thread's misses are fetched on demand: from
 #      the registry DELAY_MS (default 10) ms away, through
-#      c-tests/rig/delayproxy.py holding every request back that long
+#      c-tests/rig/wanproxy.py (that round trip, no rate caps)
 #      (goal >= 2.5x: the misses of several threads are in flight
 #      together); on bare loopback next to the ceiling that concurrency
 #      gives the registry's own ranged GETs there (curl, 1 against 4
@@ -36,6 +36,12 @@
 #      the whole tree against a local mount (goal >= 0.7, same content),
 #      a second mount on a warm cache_dir= (goal: nothing fetched); needs
 #      /dev/fuse, else NOT MEASURED
+#   9. the sequential read per network profile (c-tests/bench/profiles.sh
+#      through c-tests/rig/wanproxy.py: lan, wan, far), next to curl, 8
+#      ranged curls, curl | openssl, skopeo copy, containerd and the
+#      reference; goals on wan: >= 0.8 of the link's limit and >= 5x
+#      curl's one stream at every read size, ahead of every peer, and the
+#      proxy's own ceiling (8 ranged curls) >= 0.8 of its total cap
 #
 # Our side is BUILDDIR/bench_reads-1.9 (c-tests/bench/bench_reads.c), the
 # reference c-tests/bench/erofs-ref-driver.c built by erofs-ref.sh; both print one
@@ -52,7 +58,8 @@
 # Environment: ROUNDS, SEQ_ROUNDS (section 1, default 7), NOSHA_ROUNDS
 # (section 1 without SHA extensions, default ROUNDS), BUDGET,
 # BUDGET_INFO, SEED (random offsets, default 1),
-# DELAY_MS (section 4's distance to the registry, default 10).
+# DELAY_MS (section 4's distance to the registry, default 10),
+# PROFILE_ROUNDS (section 9, default 2).
 # shellcheck disable=SC2317 # functions run through measure and trap
 set -uo pipefail
 
@@ -106,7 +113,7 @@ registry_alive() {
 }
 we_started=1
 registry_alive && we_started=0
-delay_pid=	# section 4's delayproxy.py
+delay_pid=	# section 4's wanproxy.py
 # fuse_cleanup: unmount whatever section 8 left mounted under $tmp and
 # kill the erofsfuse processes it started (their pids in $tmp/fuse.pids)
 fuse_cleanup() {
@@ -619,14 +626,14 @@ echo "4. the same $N preads by $THREADS threads on one vfile against 1 thread (o
 # threads' misses are what overlaps (with the default fill, random reads
 # that have touched a quarter of the blob turn into one stream, and there
 # is little left for threads to overlap: shown as information).
-# The goal is judged with the registry DELAY_MS away (delayproxy.py
+# The goal is judged with the registry DELAY_MS away (wanproxy.py
 # holds every request back that long), as a registry on a network is:
 # there a miss costs a round trip, and threads are there to overlap them.
 # On bare loopback a ranged GET costs this registry milliseconds of
 # CPU, and on 2 CPUs that bounds what any client gets from threads: that
 # figure is printed next to curl's ceiling.
 delay_ref=
-python3 "$HERE/../rig/delayproxy.py" --upstream "$REGISTRY" --delay-ms "$DELAY_MS" \
+python3 "$HERE/../rig/wanproxy.py" --upstream "$REGISTRY" --rtt-ms "$DELAY_MS" \
 	--port-file "$tmp/delay.port" 2>"$tmp/delay.err" &
 delay_pid=$!
 for _ in $(seq 50); do
@@ -688,7 +695,7 @@ if [[ -n $delay_ref ]]; then
 	stats_note thrN_far "$THREADS threads, fill=none, $DELAY_MS ms away"
 else
 	judge "" ge 2.5
-	echo "  ratio n/a (1 thread / $THREADS threads, registry $DELAY_MS ms away, goal >= 2.50) NOT MEASURED: delayproxy.py did not start: $(tail -n1 "$tmp/delay.err")"
+	echo "  ratio n/a (1 thread / $THREADS threads, registry $DELAY_MS ms away, goal >= 2.50) NOT MEASURED: wanproxy.py did not start: $(tail -n1 "$tmp/delay.err")"
 fi
 r=$(div "$(min_of thr1_fill secs)" "$(min_of thrN_fill secs)")
 printf '  ratio %s (1 thread / %d threads, fill=none, loopback; information, against the ceiling below) %s\n' \
@@ -1191,6 +1198,20 @@ PY
 		judge "$b" le 0
 		echo "  second mount's bytes_fetched $b (goal 0: nothing fetched again) $V"
 	fi
+fi
+
+# ---- 9. network profiles ----
+
+echo
+bash "$HERE/profiles.sh" "$WORK" "$BUILD" | tee "$tmp/profiles.log"
+read -r pm pmiss pun < <(sed -nE 's/^profiles: ([0-9]+) goals met, ([0-9]+) missed( \(([0-9]+) not measured\))?$/\1 \2 \4/p' "$tmp/profiles.log")
+if [[ -n ${pm:-} ]]; then
+	met=$((met + pm))
+	missed=$((missed + pmiss))
+	unmeasured=$((unmeasured + ${pun:-0}))
+else
+	echo "  section 9 did not finish: NOT MEASURED"
+	unmeasured=$((unmeasured + 1))
 fi
 
 echo

@@ -191,8 +191,10 @@ def main():
         rtt, conn, tot = PROFILES[a.profile]
     else:
         rtt, conn, tot = a.rtt_ms, a.conn_mbps, a.total_mbps
-    host, port = a.upstream.rsplit(":", 1)
-    addr = (host, int(port))
+    host, _, port = a.upstream.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "[::1]"):
+        sys.exit(f"wanproxy: {a.upstream} is not a loopback address")
+    addr = (host.strip("[]"), int(port))
     one_way = rtt / 2000.0
     total = Bucket(tot * 1e6, 4 * DEPTH)
     # Threads that wake to send must get the interpreter soon.
