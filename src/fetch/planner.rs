@@ -97,7 +97,6 @@ pub(super) struct Planner {
     ahead_window: u64,
 }
 
-
 /// A round trip from which `connections=auto` goes parallel (as the
 /// registry session measures it: its quickest answer, server time
 /// included): above what loopback and a LAN take (a manifest GET on
