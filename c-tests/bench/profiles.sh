@@ -12,10 +12,14 @@
 #   ocierofs_io_open() (when built), and ours at read sizes 4K, 32K, 1M
 #   with the default options (verified).
 #
+# Then 300 random 4 KiB preads, cold, ours (default options) against the
+# reference, and 4 threads against 1 with fill=none.
+#
 # Goals, on `wan` only (the other profiles are printed with the same
 # ratios): ours at least 0.8 of the link's limit (size / total cap) and at
 # least 5x curl's single stream at every read size, and ahead of every
-# peer.
+# peer; random preads at least 10x the reference (same bytes); 4 threads
+# at least 3x one.
 #
 # usage: profiles.sh WORKDIR BUILDDIR [PROFILE...]   (default: every profile)
 # Environment: PROFILE_ROUNDS (best of, default 2).
@@ -30,6 +34,8 @@ BR=$BUILD/bench_reads-1.9
 REFD=$WORK/erofs-ref-driver
 PROXY=$HERE/../rig/wanproxy.py
 CHUNKS=(4096 32768 1048576)
+RN=300
+RLEN=4096
 
 # shellcheck disable=SC1091
 . "$WORK/registry.env"
@@ -72,8 +78,9 @@ div() {
 }
 mbs() { awk -v s="$size" -v t="$1" 'BEGIN { if (t > 0) printf "%.1f MB/s", s / t / 1e6 }'; }
 
-# best NAME CMD...: the best wall time of ROUNDS runs of CMD (stdout
-# dropped; empty when a run fails); $tmp/NAME.err keeps its stderr
+# best NAME CMD...: the best wall time of ROUNDS runs of CMD (empty when a
+# run fails); $tmp/NAME.out keeps the last run's stdout, $tmp/NAME.err
+# every run's stderr
 best() {
 	local name=$1 i s e b=
 	shift
@@ -119,6 +126,12 @@ ours() {
 	[[ $out == *" errors=0"* ]]
 }
 refd_seq() { EROFS_REF_TIMEOUT=300 "$REFD" seq "$1" "$repo" "$tag" 0 1048576 >/dev/null; }
+# ours_random HOST OPTIONS, refd_random HOST, ours_threads HOST T: the
+# preads of section 3 ($RN of $RLEN bytes, seed 1); stdout kept for the
+# sha256 over what they read
+ours_random() { "$BR" random "$1/$repo:$tag" "$2" "$RN" "$RLEN" 1; }
+refd_random() { EROFS_REF_TIMEOUT=300 "$REFD" random "$1" "$repo" "$tag" 0 "$RN" "$RLEN" 1; }
+ours_threads() { "$BR" threads "$1/$repo:$tag" fill=none "$2" "$RN" "$RLEN" 1; }
 
 echo "9. sequential read of the $(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }') MiB blob per network profile (c-tests/rig/wanproxy.py; best of $ROUNDS)"
 for prof in "${profiles[@]}"; do
@@ -204,6 +217,35 @@ for prof in "${profiles[@]}"; do
 			echo "      ahead of every peer measured: $ahead $V"
 		fi
 	done
+	# Random reads: 300 preads of 4 KiB, cold (a fresh process each), ours
+	# with the default options and the reference; then 4 threads against
+	# 1 with fill=none (every miss fetched when a read needs it).
+	t_rand=$(best rand ours_random "$host" -)
+	t_rref=
+	[[ -x $REFD ]] && t_rref=$(best rref refd_random "$host")
+	t_thr1=$(best thr1 ours_threads "$host" 1)
+	t_thr4=$(best thr4 ours_threads "$host" 4)
+	printf '    %-44s %8s s\n' "ours, $RN random ${RLEN}-byte preads, cold" "${t_rand:-FAILED}"
+	if [[ -x $REFD ]]; then
+		printf '    %-44s %8s s\n' "erofs-utils 1.9 ocierofs_io_open, the same" "${t_rref:-FAILED}"
+	fi
+	r=$(div "$t_rref" "$t_rand")
+	s1=$(sed -nE 's/.* sha256=([0-9a-f]+).*/\1/p' "$tmp/rand.out")
+	s2=$(sed -nE 's/.* sha256=([0-9a-f]+).*/\1/p' "$tmp/rref.out")
+	same=$([[ -n $s1 && $s1 == "$s2" ]] && echo "same bytes" || echo "bytes differ or missing: ${s1:-none} / ${s2:-none}")
+	if [[ $prof == wan ]]; then
+		[[ $same == "same bytes" ]] || r=
+		judge "$r" ge 10
+		echo "      against the reference: ${r:-n/a}x (goal >= 10; $same) $V"
+	else
+		echo "      against the reference: ${r:-n/a}x ($same)"
+	fi
+	r=$(div "$t_thr1" "$t_thr4")
+	printf '    %-44s %8s s / %s s: %sx\n' "fill=none, 1 thread / 4 threads" "${t_thr1:-FAILED}" "${t_thr4:-FAILED}" "${r:-n/a}"
+	if [[ $prof == wan ]]; then
+		judge "$r" ge 3
+		echo "      4 threads against 1: ${r:-n/a}x (goal >= 3) $V"
+	fi
 	if [[ -n $proxy_pid ]]; then
 		kill "$proxy_pid" 2>/dev/null
 		wait "$proxy_pid" 2>/dev/null

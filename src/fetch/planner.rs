@@ -11,7 +11,8 @@
 //!   misses coalesced), at most half the memory cache per read, with
 //!   read-around growing for a reader that keeps missing.
 //! - The background fill: once random reads have asked for a quarter of
-//!   the blob's blocks, the rest in one stream.
+//!   the blob's blocks, the rest in one stream (where readahead goes
+//!   parallel, in as many streams as connections, each over a part).
 //! - Parallel readahead (`connections=` above 1): a read(2) reader gets
 //!   its window ahead as chunks of `chunk=` bytes, each a Range request of
 //!   its own, up to `connections` in flight, so that several TCP
@@ -156,7 +157,13 @@ impl Planner {
     /// that honours Range, and (`auto`) a long round trip (`far`): on a
     /// LAN one stream is as fast and costs less.
     pub(super) fn chunked(&self, no_ranges: bool, far: bool) -> bool {
-        self.connections > 1 && !self.ramp_next && !no_ranges && (far || !self.auto)
+        !self.ramp_next && !no_ranges && self.several(far)
+    }
+
+    /// More than one connection at once: asked for, or (`auto`) a long
+    /// round trip.
+    fn several(&self, far: bool) -> bool {
+        self.connections > 1 && (far || !self.auto)
     }
 
     fn in_chunks(&self, blocks: &impl Blocks) -> bool {
@@ -174,7 +181,11 @@ impl Planner {
                 k += 1;
                 continue;
             }
-            let chunk_end = ((k / self.chunk + 1) * self.chunk).min(self.nblocks);
+            // Near the end, smaller chunks, so that the last ones keep
+            // every connection busy rather than a few finishing alone.
+            let left = self.nblocks - k;
+            let unit = self.chunk.min(left.div_ceil(self.connections)).max(1);
+            let chunk_end = (k + unit).min(self.nblocks);
             let mut e = k + 1;
             while e < chunk_end && blocks.missing(e) {
                 e += 1;
@@ -323,6 +334,19 @@ impl Planner {
                 None => return,
             },
         };
-        blocks.fetch(start, n, Want::Fill);
+        // Where parallel readahead would run, the fill does too: the rest
+        // in as many contiguous parts as connections, each a stream of its
+        // own (at least a chunk long).
+        let parts = if self.several(blocks.far()) {
+            ((n - start) / self.chunk).clamp(1, self.connections)
+        } else {
+            1
+        };
+        let each = (n - start).div_ceil(parts);
+        let mut a = start;
+        while a < n {
+            blocks.fetch(a, (a + each).min(n), Want::Fill);
+            a += each;
+        }
     }
 }

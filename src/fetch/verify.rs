@@ -53,9 +53,15 @@ impl Inner {
                 return;
             }
             let next = ch.next / self.block;
-            match self.lock().mem.cache.peek(next) {
+            let cached = self.lock().mem.cache.peek(next);
+            match cached {
                 Some(b) => block = b,
-                None => return,
+                // Parts of a parallel fill arrive ahead of the hash, and
+                // the memory cache may have let them go to the disk.
+                None => match self.disk.as_ref().and_then(|d| d.read_block(next)) {
+                    Some(v) => block = std::sync::Arc::new(v),
+                    None => return,
+                },
             }
         }
     }
