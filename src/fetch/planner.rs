@@ -181,11 +181,7 @@ impl Planner {
                 k += 1;
                 continue;
             }
-            // Near the end, smaller chunks, so that the last ones keep
-            // every connection busy rather than a few finishing alone.
-            let left = self.nblocks - k;
-            let unit = self.chunk.min(left.div_ceil(self.connections)).max(1);
-            let chunk_end = (k + unit).min(self.nblocks);
+            let chunk_end = ((k / self.chunk + 1) * self.chunk).min(self.nblocks);
             let mut e = k + 1;
             while e < chunk_end && blocks.missing(e) {
                 e += 1;
