@@ -6,11 +6,10 @@
 mod model;
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
-use model::{build, forget_explicit, model, output_tree, random_layer, Node, Op, Rng, Tree};
-use oci_registry::layer::flatten::flatten;
+use model::{flatten_stack, forget_explicit, model, output_tree, random_stack, Node, Rng, Tree};
 
 /// Extracts with GNU tar and reads the tree back, directories made by tar
 /// included.
@@ -70,20 +69,8 @@ fn random_layer_stacks_match_the_model() {
     let mut rng = Rng::Xorshift(0x9E37_79B9_7F4A_7C15);
     let mut kinds = BTreeSet::new();
     for case in 0..3000 {
-        let n_layers = 1 + rng.below(4);
-        let layers: Vec<Vec<Op>> = (0..n_layers)
-            .map(|_| {
-                let n = rng.below(9);
-                random_layer(&mut rng, n)
-            })
-            .collect();
-        let tars: Vec<Vec<u8>> = layers.iter().map(|l| build(l)).collect();
-        let input = tars
-            .iter()
-            .rev()
-            .map(|t| Ok(Box::new(io::Cursor::new(t.clone())) as Box<dyn Read>));
-        let mut out = Vec::new();
-        let stats = flatten(input, &mut out).unwrap();
+        let layers = random_stack(&mut rng);
+        let (out, stats) = flatten_stack(&layers);
         if stats.materialized_links > 0 {
             kinds.insert("materialized");
         }

@@ -272,12 +272,6 @@ failure() {
 	echo "FAILED: ${last:-no run}${err:+; stderr: $err}"
 }
 
-# div A B [DECIMALS]: A / B, or empty when either is missing or B is 0
-div() {
-	[[ -n ${1:-} && -n ${2:-} ]] || return 0
-	awk -v a="$1" -v b="$2" -v d="${3:-2}" \
-		'BEGIN { if (b + 0 > 0) printf "%.*f", d, a / b }'
-}
 # less_startup T T0: time T with a process start-up T0 taken off (T when
 # that leaves nothing)
 less_startup() {
@@ -289,23 +283,8 @@ mibs() { div "$size" "$(awk -v t="${1:-}" 'BEGIN { if (t != "") print t * 104857
 ms() { [[ -n ${1:-} ]] && awk -v t="$1" 'BEGIN { printf "%.1f ms", t * 1000 }'; }
 kib2mib() { [[ -n ${1:-} ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
-met=0
-missed=0
-unmeasured=0
-# judge VALUE ge|le GOAL: sets V to the verdict and counts it
-judge() {
-	if [[ -z ${1:-} ]]; then
-		V="NOT MEASURED"
-		unmeasured=$((unmeasured + 1))
-	elif awk -v v="$1" -v g="$3" -v op="$2" \
-		'BEGIN { exit !(op == "ge" ? v + 0 >= g + 0 : v + 0 <= g + 0) }'; then
-		V=met
-		met=$((met + 1))
-	else
-		V=MISSED
-		missed=$((missed + 1))
-	fi
-}
+# shellcheck source=c-tests/bench/verdicts.sh
+. "$HERE/verdicts.sh"	# judge, div
 
 # timed CMD...: run CMD (stdout dropped) and print secs=WALL out=FIRST_WORD
 timed() {

@@ -56,26 +56,8 @@ if [[ ${#profiles[@]} -eq 0 ]]; then
 	mapfile -t profiles < <(python3 "$PROXY" --list | awk '{ print $1 }')
 fi
 
-met=0
-missed=0
-unmeasured=0
-judge() {
-	if [[ -z ${1:-} ]]; then
-		V="NOT MEASURED"
-		unmeasured=$((unmeasured + 1))
-	elif awk -v v="$1" -v g="$3" -v op="$2" \
-		'BEGIN { exit !(op == "ge" ? v + 0 >= g + 0 : v + 0 <= g + 0) }'; then
-		V=met
-		met=$((met + 1))
-	else
-		V=MISSED
-		missed=$((missed + 1))
-	fi
-}
-div() {
-	[[ -n ${1:-} && -n ${2:-} ]] || return 0
-	awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b }'
-}
+# shellcheck source=c-tests/bench/verdicts.sh
+. "$HERE/verdicts.sh"	# judge, div
 mbs() { awk -v s="$size" -v t="$1" 'BEGIN { if (t > 0) printf "%.1f MB/s", s / t / 1e6 }'; }
 
 # best NAME CMD...: the best wall time of ROUNDS runs of CMD (empty when a

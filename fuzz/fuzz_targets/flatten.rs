@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::io::{self, Read};
 
 use libfuzzer_sys::fuzz_target;
-use model::{build, forget_explicit, output_tree, random_layer, Op, Rng};
+use model::{flatten_stack, forget_explicit, output_tree, random_stack, Rng};
 use oci_registry::layer::flatten::flatten;
 
 const SEPARATOR: &[u8] = b"\n--layer--\n";
@@ -82,20 +82,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut rng = Rng::Bytes(rest.to_vec(), 0);
-    let n_layers = 1 + rng.below(4);
-    let layers: Vec<Vec<Op>> = (0..n_layers)
-        .map(|_| {
-            let n = rng.below(9);
-            random_layer(&mut rng, n)
-        })
-        .collect();
-    let tars: Vec<Vec<u8>> = layers.iter().map(|l| build(l)).collect();
-    let input = tars
-        .iter()
-        .rev()
-        .map(|t| Ok(Box::new(io::Cursor::new(t.clone())) as Box<dyn Read>));
-    let mut out = Vec::new();
-    flatten(input, &mut out).expect("well-formed layers flatten");
+    let layers = random_stack(&mut rng);
+    let (out, _) = flatten_stack(&layers);
     check_output(&out);
     assert_eq!(
         forget_explicit(&output_tree(&out)),

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
+use oci_registry::layer::flatten::{flatten, Stats};
 use tar::{EntryType, Header};
 
 /// Where the random choices come from: xorshift64* (deterministic and
@@ -335,4 +336,27 @@ pub fn forget_explicit(t: &Tree) -> Tree {
             (p.clone(), n)
         })
         .collect()
+}
+
+/// A stack of up to 4 random layers (bottom first) of up to 8 ops each.
+pub fn random_stack(rng: &mut Rng) -> Vec<Vec<Op>> {
+    let n_layers = 1 + rng.below(4);
+    (0..n_layers)
+        .map(|_| {
+            let n = rng.below(9);
+            random_layer(rng, n)
+        })
+        .collect()
+}
+
+/// The layers (bottom first) as tars, flattened top-down.
+pub fn flatten_stack(layers: &[Vec<Op>]) -> (Vec<u8>, Stats) {
+    let tars: Vec<Vec<u8>> = layers.iter().map(|l| build(l)).collect();
+    let input = tars
+        .iter()
+        .rev()
+        .map(|t| Ok(Box::new(io::Cursor::new(t.clone())) as Box<dyn Read>));
+    let mut out = Vec::new();
+    let stats = flatten(input, &mut out).expect("well-formed layers flatten");
+    (out, stats)
 }

@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+# Sourced by bench.sh and profiles.sh: how a figure becomes a verdict.
+
+met=0
+missed=0
+unmeasured=0
+# judge VALUE ge|le GOAL: sets V to the verdict and counts it
+judge() {
+	if [[ -z ${1:-} ]]; then
+		V="NOT MEASURED"
+		unmeasured=$((unmeasured + 1))
+	elif awk -v v="$1" -v g="$3" -v op="$2" \
+		'BEGIN { exit !(op == "ge" ? v + 0 >= g + 0 : v + 0 <= g + 0) }'; then
+		V=met
+		met=$((met + 1))
+	else
+		V=MISSED
+		missed=$((missed + 1))
+	fi
+}
+
+# div A B [DECIMALS]: A / B, or empty when either is missing or B is 0
+div() {
+	[[ -n ${1:-} && -n ${2:-} ]] || return 0
+	awk -v a="$1" -v b="$2" -v d="${3:-2}" \
+		'BEGIN { if (b + 0 > 0) printf "%.*f", d, a / b }'
+}
