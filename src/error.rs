@@ -218,6 +218,17 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
+/// A JSON object of untrusted bytes (a token answer, a credentials file)
+/// as `T`; the error says what was wrong the way `json_error` does. Only
+/// an object: serde would also fill a struct from an array of its fields
+/// in order.
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("not a JSON object".to_string());
+    }
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+}
+
 /// A JSON parse error as a message can show it: its kind and position,
 /// not serde_json's text, which quotes values of the input (a file or an
 /// answer that holds secrets).

@@ -55,7 +55,7 @@ fn keys_of(v: &serde_json::Value, out: &mut Vec<String>) {
 
 /// What the messages of `in_config` are made of, digits left out.
 const FIXED: &str = "config.json (): 'auth' is not base64 | 'auth' is not UTF-8 | \
-    'auth' is not user:password | config.json: invalid JSON at line , column | \
+    'auth' is not user:password | config.json: invalid JSON at line , column | not a JSON object | \
     JSON cut short | JSON of an unexpected shape | unreadable JSON";
 
 fuzz_target!(|data: &[u8]| {

@@ -36,7 +36,8 @@ fn values_of(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
 }
 
 /// What the messages of `parse_token` are made of, digits left out.
-const FIXED: &str = "bad token response: invalid JSON at line , column | JSON cut short | \
+const FIXED: &str =
+    "bad token response: invalid JSON at line , column | not a JSON object | JSON cut short | \
     JSON of an unexpected shape | unreadable JSON | token response has neither 'token' nor \
     'access_token' | token response holds a malformed token";
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
 
-use crate::error::{json_error, redact_url, Error, Result};
+use crate::error::{json_object, redact_url, Error, Result};
 use crate::registry::credentials::{base64_encode, Credentials, Secret};
 use crate::transport::{Request, Transport};
 
@@ -455,8 +455,8 @@ pub fn parse_token(body: &[u8]) -> Result<Token> {
         access_token: Option<String>,
         expires_in: Option<u64>,
     }
-    let b: Body = serde_json::from_slice(body)
-        .map_err(|e| Error::protocol(format!("bad token response: {}", json_error(&e))))?;
+    let b: Body =
+        json_object(body).map_err(|e| Error::protocol(format!("bad token response: {e}")))?;
     let value = b
         .token
         .filter(|t| !t.is_empty())
@@ -593,6 +593,14 @@ mod tests {
         assert!(t.expires >= Instant::now() + Duration::from_secs(59));
         assert_eq!(parse_token(b"{}").unwrap_err().errno(), libc::EPROTO);
         assert_eq!(parse_token(b"nope").unwrap_err().errno(), libc::EPROTO);
+        // An array of the fields in order is no token answer (serde alone
+        // would take it: a fuzz finding).
+        let e = parse_token(br#"["abc", null, 300]"#).unwrap_err();
+        assert!(e.message().contains("not a JSON object"), "{e}");
+        // A message never quotes what the answer held.
+        let e =
+            parse_token(br#"{"token":"s3cr3t-t0ken","expires_in":"s3cr3t-t0ken"}"#).unwrap_err();
+        assert!(!e.message().contains("s3cr3t"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::{json_error, Error, Result};
+use crate::error::{json_object, Error, Result};
 
 /// A string that is zeroed when dropped and never shown.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -225,8 +225,8 @@ pub struct InConfig {
 /// Reads the text of a credentials file; `name` names it in messages
 /// (which never hold a secret of it).
 pub fn in_config(text: &str, name: &str, host: &str, repository: &str) -> Result<InConfig> {
-    let cfg: ConfigFile = serde_json::from_str(text)
-        .map_err(|e| Error::invalid(format!("{name}: {}", json_error(&e))))?;
+    let cfg: ConfigFile =
+        json_object(text.as_bytes()).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
     let credentials = match best_key(cfg.auths.keys(), host, repository) {
         Some(k) => entry_credentials(&cfg.auths[k], format!("{name} ({k})"))?,
         None => None,
