@@ -160,7 +160,7 @@ def serve(client, addr, one_way, conn_rate, total):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # What may wait in the proxy per direction: the link's bandwidth-delay
     # product, twice, and at least 1 MiB.
-    rate = conn_rate or total or 1e9
+    rate = conn_rate or total.rate or 1e9
     limit = max(1 << 20, int(2 * rate * one_way * 2))
     down = [b for b in (Bucket(conn_rate, DEPTH), total) if b.rate]
     threads = Pipe(client, upstream, one_way, [], limit).start()
