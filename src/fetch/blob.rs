@@ -41,6 +41,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::disk::DiskCache;
 use super::fetches::{Fetches, Phase, Table};
@@ -422,28 +423,14 @@ impl Blob {
                 f.reauthed = true;
                 f.restarting = true;
                 f.phase = Phase::Starting;
-                drop(st);
-                self.registry.forget_token();
-                self.launch(&[id]);
-                st = inner.lock();
-                if let Some(f) = st.fetches.map.get_mut(&id) {
-                    f.restarting = false;
-                }
-                inner.cond.notify_all();
+                st = self.restart(st, id, Duration::ZERO, true);
             } else if e.is_retryable() && f.attempts < self.cfg.retries {
                 let delay = backoff(f.attempts, e.retry_after());
                 f.attempts += 1;
                 f.restarting = true;
                 f.phase = Phase::Starting;
                 st.stats.retries += 1;
-                drop(st);
-                std::thread::sleep(delay);
-                self.launch(&[id]);
-                st = inner.lock();
-                if let Some(f) = st.fetches.map.get_mut(&id) {
-                    f.restarting = false;
-                }
-                inner.cond.notify_all();
+                st = self.restart(st, id, delay, false);
             } else {
                 st.fetches.map.remove(&id);
                 inner.cond.notify_all();
@@ -453,18 +440,39 @@ impl Blob {
                 return Err(e);
             }
         } else {
-            if f.readahead || f.fill {
+            if f.readahead {
                 // A stream paused short of k must go on.
                 if let Some(t) = &f.transfer {
                     t.unpause();
                 }
-            }
-            if f.readahead {
                 st.planner.hint = st.planner.hint.max(k);
             }
             st = inner.wait(st);
         }
         Ok(st)
+    }
+
+    /// Sends fetch `id` (marked restarting) again after `delay`, with a
+    /// fresh token if asked, and lets the readers waiting on it know.
+    fn restart<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        id: u64,
+        delay: Duration,
+        fresh_token: bool,
+    ) -> MutexGuard<'a, State> {
+        drop(st);
+        if fresh_token {
+            self.registry.forget_token();
+        }
+        std::thread::sleep(delay);
+        self.launch(&[id]);
+        let mut st = self.inner.lock();
+        if let Some(f) = st.fetches.map.get_mut(&id) {
+            f.restarting = false;
+        }
+        self.inner.cond.notify_all();
+        st
     }
 
     /// The registry is a long round trip away (`planner::FAR`).
