@@ -5,6 +5,9 @@
 # make test     everything a change must pass (installs what is missing)
 # make demo     local registry, sample image, the library streaming layers
 # make bench    performance figures as ratios against curl / openssl
+# make install  the library, its header and oci_registry.pc (PREFIX, DESTDIR,
+#               LIBDIR, INCLUDEDIR); EROFS_ABI=1.8 installs that layout
+#               beside it as liboci_registry-erofs1.8 (oci_registry-erofs1.8.pc)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -15,12 +18,17 @@ BUILD := $(CURDIR)/c-tests/build
 
 ifeq ($(EROFS_ABI),1.8)
 CARGO_FLAGS := --release --features erofs-abi-108 --target-dir target/erofs-1.8
-LIBDIR := $(CURDIR)/target/erofs-1.8/release
-INCDIR := $(CURDIR)/include/erofs-1.8
+BUILT_LIB := $(CURDIR)/target/erofs-1.8/release
+BUILT_INC := $(CURDIR)/include/erofs-1.8
+# installed as a library of its own name (the SONAME build.rs sets)
+INSTALL_NAME := oci_registry-erofs1.8
+INSTALL_INCSUB := /oci_registry-erofs1.8
 else ifeq ($(EROFS_ABI),1.9)
 CARGO_FLAGS := --release
-LIBDIR := $(CURDIR)/target/release
-INCDIR := $(CURDIR)/include
+BUILT_LIB := $(CURDIR)/target/release
+BUILT_INC := $(CURDIR)/include
+INSTALL_NAME := oci_registry
+INSTALL_INCSUB :=
 else
 $(error EROFS_ABI must be 1.8 or 1.9)
 endif
@@ -30,7 +38,7 @@ LDLIBS_TEST := -loci_registry -lcrypto -lpthread
 
 .PHONY: all lib lib-1.8 lib-1.9 deps header-check cargo-test lint \
 	c-build c-build-1.8 c-build-1.9 test demo bench clean erofs-utils \
-	erofs-test fuzz fuzz-smoke
+	erofs-test fuzz fuzz-smoke install uninstall install-check
 
 all: lib
 
@@ -121,6 +129,50 @@ demo: deps lib-1.9 lib-1.8 | $(BUILD)
 
 bench: deps c-build-1.9
 	bash c-tests/bench/bench.sh $(WORK) $(BUILD)
+
+# Installation: the artifacts cargo-c would make, made here (the crate's
+# version gives the file names, build.rs the SONAME).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+SO := lib$(INSTALL_NAME).so
+# what the static archive needs (rustc --print native-static-libs)
+PC_REQUIRES_PRIVATE := libcurl libzstd libssl libcrypto
+PC_LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)$(INSTALL_INCSUB) \
+		$(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0755 $(BUILT_LIB)/liboci_registry.so $(DESTDIR)$(LIBDIR)/$(SO).$(VERSION)
+	ln -sfn $(SO).$(VERSION) $(DESTDIR)$(LIBDIR)/$(SO).$(MAJOR)
+	ln -sfn $(SO).$(MAJOR) $(DESTDIR)$(LIBDIR)/$(SO)
+	install -m 0644 $(BUILT_LIB)/liboci_registry.a $(DESTDIR)$(LIBDIR)/lib$(INSTALL_NAME).a
+	install -m 0644 $(BUILT_INC)/oci_registry.h \
+		$(DESTDIR)$(INCLUDEDIR)$(INSTALL_INCSUB)/oci_registry.h
+	{ \
+	echo 'prefix=$(PREFIX)'; \
+	echo 'libdir=$(LIBDIR)'; \
+	echo 'includedir=$(INCLUDEDIR)'; \
+	echo; \
+	echo 'Name: $(INSTALL_NAME)'; \
+	echo 'Description: a blob of an OCI / Docker registry image as an erofs-utils (erofs-utils $(EROFS_ABI) layout) struct erofs_vfile'; \
+	echo 'Version: $(VERSION)'; \
+	echo 'Requires.private: $(PC_REQUIRES_PRIVATE)'; \
+	echo 'Cflags: -I$${includedir}$(INSTALL_INCSUB)'; \
+	echo 'Libs: -L$${libdir} -l$(INSTALL_NAME)'; \
+	echo 'Libs.private: $(PC_LIBS_PRIVATE)'; \
+	} >$(DESTDIR)$(PKGCONFIGDIR)/$(INSTALL_NAME).pc
+	@echo "installed lib$(INSTALL_NAME) $(VERSION) into $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(SO).$(VERSION) $(DESTDIR)$(LIBDIR)/$(SO).$(MAJOR) \
+		$(DESTDIR)$(LIBDIR)/$(SO) $(DESTDIR)$(LIBDIR)/lib$(INSTALL_NAME).a \
+		$(DESTDIR)$(INCLUDEDIR)$(INSTALL_INCSUB)/oci_registry.h \
+		$(DESTDIR)$(PKGCONFIGDIR)/$(INSTALL_NAME).pc
+	$(if $(INSTALL_INCSUB),-rmdir $(DESTDIR)$(INCLUDEDIR)$(INSTALL_INCSUB))
 
 clean:
 	$(CARGO) clean

@@ -105,6 +105,16 @@ fn main() {
     } else {
         (109, crate_dir.join("include/oci_registry.h"))
     };
+    // The shared library's SONAME: the installed name (the Makefile's
+    // install target) with the major version. The 1.8-layout build is a
+    // library of its own name, so that both can be installed side by side.
+    let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+    let stem = if abi108 {
+        "liboci_registry-erofs1.8"
+    } else {
+        "liboci_registry"
+    };
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{stem}.so.{major}");
     let mut config = cbindgen::Config {
         language: cbindgen::Language::C,
         header: Some(BANNER.to_string()),

@@ -82,6 +82,10 @@ grep -E 'entry=|peak_rss' "$BUILD/stream_big.log" || true
 run stream_big-libcrypto env OPENSSL_ia32cap=":~0x20000000" \
 	"$BUILD/stream_big-1.9" "$big_ref" "$big_url" "$big_digest" "$big_size"
 
+# make install into a temporary prefix: SONAME, exports, pkg-config, and a
+# program built outside the tree with pkg-config alone.
+run install bash "$HERE/harness/install_tests.sh" "$WORK"
+
 # Images with whiteouts, opaque directories, hard links across layers and
 # mixed compressions: flatten and decompress=auto against an independent
 # model of how layers apply.
