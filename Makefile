@@ -42,8 +42,10 @@ LDLIBS_TEST := -loci_registry -lcrypto -lpthread
 
 all: lib
 
+# Programs linked in the tree need the SONAME's name beside the .so.
 lib: deps
 	$(CARGO) build $(CARGO_FLAGS)
+	ln -sfn liboci_registry.so $(BUILT_LIB)/$(SO).$(MAJOR)
 
 lib-1.9:
 	$(MAKE) lib EROFS_ABI=1.9

@@ -120,6 +120,14 @@ for v in 1.8 1.9; do
     fi
     [[ -f "$lib/liboci_registry.so" ]] || fail "cargo built no $lib/liboci_registry.so"
 done
+# The SONAME's name beside each .so (as `make lib` leaves it).
+for v in 1.8 1.9; do
+    lib=$(libdir_of "$v")
+    soname=$(readelf -d "$lib/liboci_registry.so" |
+        sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
+    [[ -n "$soname" ]] || fail "$lib/liboci_registry.so has no SONAME"
+    ln -sfn liboci_registry.so "$lib/$soname"
+done
 
 # 4. Patched, configured trees.
 common_flags=(
@@ -223,7 +231,7 @@ $cppflags $ldflags $libs"
     for name in mkfs.erofs erofsfuse; do
         [[ -x "$bindir/$name-$v" ]] || continue
         # (grep without -q: an early exit would SIGPIPE ldd and trip pipefail)
-        ldd "$bindir/$name-$v" | grep "$lib/liboci_registry.so" >/dev/null ||
-            fail "$bindir/$name-$v does not load $lib/liboci_registry.so"
+        ldd "$bindir/$name-$v" | grep "$lib/liboci_registry" >/dev/null ||
+            fail "$bindir/$name-$v does not load the library of $lib"
     done
 done
