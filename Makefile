@@ -107,11 +107,13 @@ test: deps header-check cargo-test lint c-build fuzz-smoke
 # erofsfuse taking oci:// sources), linked with the library.
 erofs-utils: lib-1.9 lib-1.8
 	bash c-tests/erofs-utils/erofs-utils.sh $(WORK)
+	bash c-tests/erofs-utils/dropin.sh $(WORK)
 
 erofs-test: erofs-utils c-build
 	bash c-tests/rig/registry.sh start $(WORK) >/dev/null
 	bash c-tests/erofs-utils/mkfs_tests.sh $(WORK)
 	bash c-tests/erofs-utils/mount_tests.sh $(WORK)
+	bash c-tests/erofs-utils/dropin_tests.sh $(WORK)
 
 # Time-boxed fuzzing of the parsers of untrusted bytes (the long run; a
 # release run is at least 10 M executions per target, clean).

@@ -52,6 +52,9 @@ bash "$HERE/erofs-utils/erofs-src.sh" "$WORK"
 # Debian's erofs-utils with our patches (mkfs.erofs and erofsfuse taking
 # oci:// sources), linked with the library: used by the flatten tests too.
 bash "$HERE/erofs-utils/erofs-utils.sh" "$WORK"
+# erofs-utils 1.9's own OCI commands on the library (make install into
+# WORK/prefix, pkg-config, --enable-oci --with-liboci-registry).
+bash "$HERE/erofs-utils/dropin.sh" "$WORK"
 
 # The layout of our structs against erofs-utils' own <erofs/io.h>, and a
 # vfile of ours read through erofs-utils' struct.
@@ -158,6 +161,7 @@ run faults python3 "$HERE/harness/fault_tests.py" "$WORK" "$BUILD/vg-fetch"
 # mounting an EROFS image lazily from the registry.
 run mkfs-erofs bash "$HERE/erofs-utils/mkfs_tests.sh" "$WORK"
 run mount-erofs bash "$HERE/erofs-utils/mount_tests.sh" "$WORK"
+run dropin bash "$HERE/erofs-utils/dropin_tests.sh" "$WORK"
 
 # The same registry with htpasswd + TLS (private CA), and with token auth
 # (short-lived tokens, to see them renewed).

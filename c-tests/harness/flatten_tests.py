@@ -621,6 +621,17 @@ def test_flatten_tar(res, fetch_bin, tmp, name, ref, base, oracle, want, want_gr
 # --- EROFS images built by mkfs.erofs through the library --------------------------------
 
 EROFS_VERSIONS = ("1.8", "1.9")
+# erofs-utils 1.9 with its own OCI commands on the library
+# (erofs-utils/dropin.sh): mkfs.erofs --oci=f IMG REF, installed under
+# WORKDIR/erofs-utils-1.9/bin with erofs-utils' own names.
+DROPIN = "1.9 drop-in"
+
+
+def erofs_tool(bindir, v, tool):
+    """The path of TOOL.erofs of version V (or of the drop-in build)."""
+    if v == DROPIN:
+        return os.path.join(os.path.dirname(bindir), "erofs-utils-1.9", "bin", f"{tool}.erofs")
+    return os.path.join(bindir, f"{tool}.erofs-{v}")
 
 
 def erofs_bindir(work):
@@ -646,10 +657,15 @@ def diag(text):
 
 
 def mkfs_erofs(bindir, v, img, src, *extra):
-    """mkfs.erofs-V [EXTRA] --tar=f IMG SRC; the image file is removed first."""
+    """mkfs.erofs-V [EXTRA] --tar=f IMG SRC (the drop-in: mkfs.erofs [EXTRA]
+    --oci=f,platform=P IMG REF, SRC being the bare REF); the image file is
+    removed first."""
     if os.path.lexists(img):
         os.unlink(img)
-    return run([os.path.join(bindir, f"mkfs.erofs-{v}"), *extra, "--tar=f", img, src])
+    if v == DROPIN:
+        return run([erofs_tool(bindir, v, "mkfs"), *extra, f"--oci=f,platform={PLATFORM}",
+                    img, src])
+    return run([erofs_tool(bindir, v, "mkfs"), *extra, "--tar=f", img, src])
 
 
 def parsed_members(text):
@@ -674,18 +690,18 @@ def check_erofs_tree(res, bindir, v, tmp, label, src, want, want_groups, implici
     owners and exact modes (setuid/setgid/sticky, no umask) only with
     --preserve-owner/--preserve-perms, the default for root, given here
     explicitly as --preserve; xattrs only with --xattrs (default off)."""
-    img = os.path.join(tmp, f"erofs-{v}.img")
-    out = os.path.join(tmp, f"erofs-{v}.out")
+    img = os.path.join(tmp, f"erofs-{v.replace(' ', '-')}.img")
+    out = os.path.join(tmp, f"erofs-{v.replace(' ', '-')}.out")
     rc, text, secs = mkfs_erofs(bindir, v, img, src)
     size = os.path.getsize(img) if os.path.exists(img) else 0
-    ok = res.check(rc == 0, f"{label}: mkfs.erofs-{v} --tar=f builds the image "
+    ok = res.check(rc == 0, f"{label}: mkfs.erofs {v} builds the image "
                    f"({size} bytes, {secs:.2f}s)", [f"source {src}", f"exit {rc}"] + diag(text))
     if ok:
         shutil.rmtree(out, ignore_errors=True)
-        rc, text, secs = run([os.path.join(bindir, f"fsck.erofs-{v}"), f"--extract={out}",
+        rc, text, secs = run([erofs_tool(bindir, v, "fsck"), f"--extract={out}",
                               "--preserve", "--xattrs", img])
         msgs = [ln for ln in text.splitlines() if ln.startswith(("<E>", "<W>"))]
-        ok = res.check(rc == 0 and not msgs, f"{label}: fsck.erofs-{v} checks and extracts "
+        ok = res.check(rc == 0 and not msgs, f"{label}: fsck.erofs {v} checks and extracts "
                        f"the image cleanly ({secs:.2f}s)", [f"exit {rc}"] + diag(text))
         if ok or os.path.isdir(out):
             got, got_groups = snapshot(out)
@@ -703,6 +719,13 @@ def test_erofs(res, bindir, tmp, name, ref, layers, tars, oracle, want, want_gro
         check_erofs_tree(res, bindir, v, tmp, f"{name} erofs-utils {v} flatten",
                          f"oci://{ref}?flatten,{base}", want, want_groups, oracle.implicit,
                          oracle.root_header)
+    # erofs-utils' own command on the library: every layer merged.
+    if os.access(erofs_tool(bindir, DROPIN, "mkfs"), os.X_OK):
+        check_erofs_tree(res, bindir, DROPIN, tmp, f"{name} erofs-utils 1.9 --oci=f (drop-in)",
+                         ref, want, want_groups, oracle.implicit, oracle.root_header)
+    else:
+        res.check(False, f"{name}: no drop-in mkfs.erofs at {erofs_tool(bindir, DROPIN, 'mkfs')}"
+                  " (erofs-utils/dropin.sh)", [])
 
     # Each compressed layer alone, decompressed by the library.
     for i, (digest, size, mt) in enumerate(layers):

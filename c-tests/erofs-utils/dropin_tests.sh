@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+# erofs-utils 1.9's own OCI commands, unchanged, served by the library
+# (dropin.sh: WORKDIR/erofs-utils-1.9/), in erofs-utils' native syntax:
+#
+#   mkfs.erofs --oci=f[,platform=][,layer=N|,blob=] IMG REF
+#   mkfs.erofs --oci=i,layer=N --gzinfo=Z IMG REF
+#   erofsfuse -o oci.layer=0 REF MNT
+#   mount.erofs -t erofs.fuse -o oci.layer=0 REF MNT
+#
+# Trees are extracted with the drop-in's fsck.erofs --extract and compared
+# (c-tests/rig/treecmp.py) with what GNU tar unpacks from the blobs
+# push_fixtures.py saved. The layered images with whiteouts, opaque
+# directories and hard links are checked by harness/flatten_tests.py.
+# Needs the registry of WORKDIR running with the fixtures pushed.
+# usage: dropin_tests.sh WORKDIR
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(cd "$1" && pwd)
+bin="$work/erofs-utils-1.9/bin"
+sbin="$work/erofs-utils-1.9/sbin"
+t="$work/dropin-tests"
+passed=0
+failed=0
+ok() { echo "ok   $*"; passed=$((passed + 1)); }
+bad() { echo "FAIL $*"; failed=$((failed + 1)); }
+summary() {
+    echo "dropin: $passed passed, $failed failed"
+    [[ $failed -eq 0 ]]
+}
+# shellcheck disable=SC1091
+. "$work/registry.env"
+[[ -x "$bin/mkfs.erofs" ]] || { bad "no $bin/mkfs.erofs (dropin.sh)"; summary; exit 1; }
+python3 "$here/../rig/push_erofs_fixture.py" --registry "$REGISTRY" --work "$work" \
+    >/dev/null 2>"$work/dropin-push.log" || { bad "push_erofs_fixture.py failed"; summary; exit 1; }
+rm -rf "$t"
+mkdir -p "$t"
+
+repo="$REGISTRY/plain/nomt:v1"
+field() { # field REF PLATFORM INDEX COLUMN (fixtures.txt "layer" rows)
+    awk -v r="$1" -v p="$2" -v i="$3" -v c="$4" \
+        '$1 == "layer" && $2 == r && $3 == p && $4 == i { print $c; exit }' "$work/fixtures.txt"
+}
+blob_file() { local d; d=$(field "$@" 5); echo "$work/blobs/sha256/${d#sha256:}"; }
+unpack() { # unpack DIR BLOB...: GNU tar, layers in order
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    for b in "$@"; do tar -xf "$b" -C "$dir" --numeric-owner || return 1; done
+}
+amd=linux/amd64
+unpack "$t/exp-flat" "$(blob_file "$repo" $amd 0)" "$(blob_file "$repo" $amd 1)" \
+    "$(blob_file "$repo" $amd 2)" || bad "set-up: GNU tar"
+for i in 0 1 2; do unpack "$t/exp-layer$i" "$(blob_file "$repo" $amd $i)"; done
+hello="$REGISTRY/library/hello:latest"
+unpack "$t/exp-arm64" "$(blob_file "$hello" linux/arm64/v8 0)" "$(blob_file "$hello" linux/arm64/v8 1)"
+
+# mkfs_case NAME EXPECTED [--device=TAR] MKFS_OPTIONS... -- REF
+mkfs_case() {
+    local name=$1 exp=$2 img="$t/$1.erofs" log="$t/$1.log" out="$t/$1.out"
+    local fargs=() opts=()
+    shift 2
+    if [[ $1 == --device=* ]]; then fargs=("$1"); shift; fi
+    while [[ $1 != -- ]]; do opts+=("$1"); shift; done
+    shift
+    set -- "${opts[@]}" "$img" "$1"
+    if ! "$bin/mkfs.erofs" --quiet "$@" >"$log" 2>&1; then
+        bad "$name: mkfs.erofs $* failed: $(grep '<E>' "$log" | head -n 2 | tr '\n' ' ')"
+        return
+    fi
+    if ! "$bin/fsck.erofs" "${fargs[@]}" --extract="$out" "$img" >>"$log" 2>&1; then
+        bad "$name: fsck.erofs --extract failed: $(tail -n 2 "$log" | tr '\n' ' ')"
+        return
+    fi
+    if python3 "$here/../rig/treecmp.py" compare "$exp" "$out" --owners >>"$log" 2>&1; then
+        ok "$name: mkfs.erofs ${opts[*]} IMG ${*: -1} == the layers: $(tail -n 1 "$log" | sed 's/^treecmp: //')"
+    else
+        bad "$name: the tree differs:"
+        grep '^treecmp:' "$log" | head -n 10 | sed 's/^/    /'
+    fi
+    rm -rf "$out" "$img"
+}
+# mkfs.erofs takes OUT REF: the ref goes last
+mkfs_case oci-f-flat "$t/exp-flat" --oci=f,platform=linux/amd64 -- "$repo"
+mkfs_case oci-f-layer2-zstd "$t/exp-layer2" --oci=f,platform=linux/amd64,layer=2 -- "$repo"
+mkfs_case oci-f-blob-gzip "$t/exp-layer1" "--oci=f,platform=linux/amd64,blob=$(field "$repo" $amd 1 5)" -- "$repo"
+mdigest=$(awk -v r="$repo" '$1 == "manifest" && $2 == r && $3 == "linux/amd64" { print $4; exit }' "$work/fixtures.txt")
+mkfs_case oci-f-at-digest "$t/exp-layer0" --oci=f,layer=0 -- "$REGISTRY/plain/nomt@$mdigest"
+mkfs_case oci-f-arm64 "$t/exp-arm64" --oci=f,platform=linux/arm64 -- "$hello"
+
+# --oci=i with --gzinfo: a tar index of the gzip layer, its zinfo written;
+# read back with the uncompressed tar as the extra device
+gunzip -c "$(blob_file "$repo" $amd 1)" >"$t/layer1.tar"
+mkfs_case oci-i-gzinfo "$t/exp-layer1" "--device=$t/layer1.tar" \
+    --oci=i,platform=linux/amd64,layer=1 "--gzinfo=$t/layer1.zinfo" -- "$repo"
+zsize=$(stat -c %s "$t/layer1.zinfo" 2>/dev/null || echo 0)
+if [[ $zsize -gt 12 ]]; then
+    ok "oci-i-gzinfo: the zinfo was written ($zsize bytes)"
+else
+    bad "oci-i-gzinfo: no zinfo written ($zsize bytes)"
+fi
+
+# a missing image: erofs-utils' error path with the library's message and
+# no password shown
+log="$t/missing.log"
+if "$bin/mkfs.erofs" --oci=f,username=u,password=S3cretPw "$t/missing.erofs" \
+    "$REGISTRY/no/such-repo:v1" >"$log" 2>&1; then
+    bad "missing image: mkfs.erofs succeeded"
+elif grep -q S3cretPw "$log"; then
+    bad "missing image: the password is shown"
+elif grep -q 'failed to \(open\|resolve\) .*no/such-repo.*404.*MANIFEST_UNKNOWN' "$log"; then
+    ok "missing image: $(grep -m1 'failed to' "$log" | sed 's/^<E> erofs: //' | cut -c1-160)"
+else
+    bad "missing image: unclear message: $(head -n 3 "$log" | tr '\n' ' ')"
+fi
+
+# erofsfuse and mount.erofs -t erofs.fuse with -o oci.*
+read -r _ image_ref _ _ < <(awk '$1 == "image"' "$work/erofs-fixture.txt")
+read -r _ manifest < <(awk '$1 == "manifest"' "$work/erofs-fixture.txt")
+fuse_case() {
+    local name=$1 mnt="$t/mnt-$1" log="$t/$1.log" i
+    shift
+    mkdir -p "$mnt"
+    PATH="$bin:$PATH" "$@" "$image_ref" "$mnt" >"$log" 2>&1
+    for ((i = 0; i < 200; i++)); do
+        awk -v m="$mnt" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo && break
+        sleep 0.05
+    done
+    if ! awk -v m="$mnt" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; then
+        bad "$name: not mounted: $(tail -n 3 "$log" | tr '\n' ' ')"
+        return
+    fi
+    if python3 "$here/../rig/treecmp.py" compare "$manifest" "$mnt" --owners >>"$log" 2>&1; then
+        ok "$name: the mounted tree == the image's: $(tail -n 1 "$log" | sed 's/^treecmp: //')"
+    else
+        bad "$name: the mounted tree differs:"
+        grep '^treecmp:' "$log" | head -n 10 | sed 's/^/    /'
+    fi
+    fusermount3 -u "$mnt" 2>>"$log" || fusermount3 -uz "$mnt" 2>/dev/null
+}
+fuse_case erofsfuse-oci "$bin/erofsfuse" -o oci.layer=0,oci.platform=linux/amd64
+fuse_case mount-erofs-fuse "$sbin/mount.erofs" -t erofs.fuse -o oci.layer=0
+
+summary
