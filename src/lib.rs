@@ -108,7 +108,14 @@ fn open_on(registry: Arc<Registry>, r: &Reference, opts: &Options) -> Result<Sou
         return crate::layer::image::flattened(registry, layers, cfg, image);
     }
     let desc = registry.resolve(r, &opts.target, &opts.platform)?;
-    if opts.decompress {
+    // A layer its media type declares a plain tar is served as the blob
+    // itself (the bytes the decoder would pass through, with random access
+    // and no copy on a stream thread).
+    let plain = matches!(
+        crate::layer::decompress::from_media_type(&desc.media_type),
+        Some(crate::layer::decompress::Compression::None)
+    );
+    if opts.decompress && !plain {
         return crate::layer::image::decompressed(registry, desc, cfg);
     }
     Ok(Source::Blob(Arc::new(Blob::new(registry, desc, cfg)?)))

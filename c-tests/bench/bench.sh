@@ -284,7 +284,7 @@ ms() { [[ -n ${1:-} ]] && awk -v t="$1" 'BEGIN { printf "%.1f ms", t * 1000 }'; 
 kib2mib() { [[ -n ${1:-} ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # shellcheck source=c-tests/bench/verdicts.sh
-. "$HERE/verdicts.sh"	# judge, div
+. "$HERE/verdicts.sh"	# judge, div, best_of
 
 # timed CMD...: run CMD (stdout dropped) and print secs=WALL out=FIRST_WORD
 timed() {
@@ -798,23 +798,6 @@ done
 
 # ---- 7. mkfs.erofs from the registry ----
 
-# best_of NAME CMD...: best wall time and its peak RSS over ROUNDS runs of
-# CMD (each a fresh process); sets BEST_S and BEST_KIB, empty on failure.
-best_of() {
-	local name=$1 i s kib
-	shift
-	BEST_S=
-	BEST_KIB=
-	for ((i = 1; i <= ROUNDS; i++)); do
-		/usr/bin/time -o "$tmp/$name.time" -f "%e %M" "$@" >/dev/null 2>"$tmp/$name.err" || return 1
-		read -r s kib <"$tmp/$name.time"
-		if [[ -z $BEST_S ]] || awk -v a="$s" -v b="$BEST_S" 'BEGIN { exit !(a < b) }'; then
-			BEST_S=$s
-			BEST_KIB=$kib
-		fi
-	done
-}
-
 echo
 echo "7. mkfs.erofs --tar=f of a 235 MiB tar layer from the registry (best of $ROUNDS, wall time and peak RSS)"
 mkfs_ours="$WORK/bin/mkfs.erofs-1.9"
@@ -861,6 +844,10 @@ else
 	printf '  ratio %s (ours / local .tar.gz, goal <= 1.00) %s\n' "${r:-n/a}" "$V"
 	rm -f "$tmp/ours.img" "$tmp/local.img" "$tmp/ref.img"
 fi
+
+# ---- 7b. erofs-utils' own mkfs.erofs --oci on the library ----
+# shellcheck source=c-tests/bench/mkfs-dropin.sh
+. "$HERE/mkfs-dropin.sh"
 
 # ---- 8. lazy mount of the EROFS image ----
 

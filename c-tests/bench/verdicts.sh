@@ -25,3 +25,21 @@ div() {
 	awk -v a="$1" -v b="$2" -v d="${3:-2}" \
 		'BEGIN { if (b + 0 > 0) printf "%.*f", d, a / b }'
 }
+
+# best_of NAME CMD...: best wall time and its peak RSS over ROUNDS runs of
+# CMD (each a fresh process, output in $tmp); sets BEST_S and BEST_KIB,
+# empty on failure.
+best_of() {
+	local name=$1 i s kib
+	shift
+	BEST_S=
+	BEST_KIB=
+	for ((i = 1; i <= ROUNDS; i++)); do
+		/usr/bin/time -o "$tmp/$name.time" -f "%e %M" "$@" >/dev/null 2>"$tmp/$name.err" || return 1
+		read -r s kib <"$tmp/$name.time"
+		if [[ -z $BEST_S ]] || awk -v a="$s" -v b="$BEST_S" 'BEGIN { exit !(a < b) }'; then
+			BEST_S=$s
+			BEST_KIB=$kib
+		fi
+	done
+}
