@@ -29,6 +29,8 @@
 #   6. the reference's sequential reads next to ours (information)
 #   7. mkfs.erofs --tar=f from the registry against erofs-utils' own --oci
 #      and a local .tar.gz
+#  7b. erofs-utils 1.9 mkfs.erofs --oci: stock against the drop-in on the
+#      library (mkfs-dropin.sh), on loopback and through the wan model
 #   8. lazy mount of an EROFS image (erofsfuse through the library, the
 #      patched erofsfuse-1.9 of erofs-utils.sh): time to the first file
 #      against curl + a local mount (goal >= 10x), bytes fetched for one
