@@ -161,7 +161,6 @@ run faults python3 "$HERE/harness/fault_tests.py" "$WORK" "$BUILD/vg-fetch"
 # mounting an EROFS image lazily from the registry.
 run mkfs-erofs bash "$HERE/erofs-utils/mkfs_tests.sh" "$WORK"
 run mount-erofs bash "$HERE/erofs-utils/mount_tests.sh" "$WORK"
-run dropin bash "$HERE/erofs-utils/dropin_tests.sh" "$WORK"
 
 # The same registry with htpasswd + TLS (private CA), and with token auth
 # (short-lived tokens, to see them renewed).
@@ -171,6 +170,9 @@ TOKEN_EXPIRES_IN=4 bash "$HERE/rig/auth-registry.sh" start "$WORK" token >/dev/n
 python3 "$HERE/rig/push_auth_fixtures.py" --work "$WORK" --mode basic-tls >/dev/null
 python3 "$HERE/rig/push_auth_fixtures.py" --work "$WORK" --mode token >/dev/null
 run auth python3 "$HERE/harness/auth_tests.py" "$WORK" "$BUILD/fetch-1.9"
+# erofs-utils 1.9's own commands on the library, native syntax (after the
+# auth registries: credentials in erofs-utils' options, config and helpers)
+run dropin bash "$HERE/erofs-utils/dropin_tests.sh" "$WORK"
 
 echo "integration: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -141,4 +141,71 @@ fuse_case() {
 fuse_case erofsfuse-oci "$bin/erofsfuse" -o oci.layer=0,oci.platform=linux/amd64
 fuse_case mount-erofs-fuse "$sbin/mount.erofs" -t erofs.fuse -o oci.layer=0
 
+# Credentials at the htpasswd + TLS and the token registries: from the
+# options, docker's config.json and a credential helper (a sandboxed HOME);
+# the CA through EROFS_OCI_OPTIONS; a wrong password fails, unshown.
+val() { sed -n "s/^$2=//p" "$1" | head -n 1; }
+auth_case() { # auth_case NAME ENVFILE OCI_OPTS [HOME_CONFIG_JSON [HELPER_SECRET]]
+    local name=$1 envf=$2 opts=$3 cfgjson=${4:-} hsecret=${5:-}
+    local reg ca digest home="$t/home-$1" img="$t/$1.erofs" out="$t/$1.out" log="$t/$1.log"
+    reg=$(val "$envf" AUTH_REGISTRY)
+    ca=$(val "$envf" AUTH_CA)
+    digest=$(awk '$1 == "layer" && $2 ~ /\/private\/app:v1$/ { print $5; exit }' \
+        "${envf%.env}-fixtures.txt")
+    rm -rf "$home" "$t/exp-$name"
+    mkdir -p "$home/.docker" "$home/bin"
+    [[ -z $cfgjson ]] || printf '%s\n' "$cfgjson" >"$home/.docker/config.json"
+    if [[ -n $hsecret ]]; then
+        printf '#!/bin/sh\n[ "$1" = get ] || exit 1\nread s\nprintf %s "{\\"ServerURL\\":\\"$s\\",\\"Username\\":\\"%s\\",\\"Secret\\":\\"%s\\"}"\n' \
+            "'%s'" "$(val "$envf" AUTH_USER)" "$hsecret" >"$home/bin/docker-credential-dropin"
+        chmod +x "$home/bin/docker-credential-dropin"
+    fi
+    HOME=$home DOCKER_CONFIG= PATH="$home/bin:$PATH" \
+        EROFS_OCI_OPTIONS=${ca:+ca=$ca} \
+        "$bin/mkfs.erofs" --quiet "--oci=f,$opts" "$img" "$reg/private/app:v1" >"$log" 2>&1
+    echo $? >"$log.rc"
+    if [[ $name == *wrong* ]]; then
+        if [[ $(cat "$log.rc") -eq 0 ]]; then
+            bad "$name: mkfs.erofs succeeded with a wrong password"
+        elif grep -q wrong-pass-dropin "$log"; then
+            bad "$name: the password is shown"
+        elif grep -qi '401\|unauthorized\|denied' "$log"; then
+            ok "$name: $(grep -m1 '<E>' "$log" | sed 's/^<E> erofs: //' | cut -c1-150)"
+        else
+            bad "$name: unclear message: $(head -n 2 "$log" | tr '\n' ' ')"
+        fi
+        return
+    fi
+    unpack "$t/exp-$name" "$work/blobs/sha256/${digest#sha256:}"
+    if [[ $(cat "$log.rc") -ne 0 ]] ||
+        ! "$bin/fsck.erofs" --extract="$out" "$img" >>"$log" 2>&1; then
+        bad "$name: $(grep -m1 '<E>' "$log" | cut -c1-200)"
+    elif python3 "$here/../rig/treecmp.py" compare "$t/exp-$name" "$out" --owners >>"$log" 2>&1; then
+        ok "$name: $(tail -n 1 "$log" | sed 's/^treecmp: //')"
+    else
+        bad "$name: the tree differs from the layer"
+    fi
+    rm -rf "$out" "$img"
+}
+basic="$work/auth-basic-tls.env"
+token="$work/auth-token.env"
+if [[ -f $basic && -f $token ]]; then
+    bu=$(val "$basic" AUTH_USER)
+    bp=$(val "$basic" AUTH_PASS)
+    breg=$(val "$basic" AUTH_REGISTRY)
+    b64=$(printf '%s:%s' "$bu" "$bp" | base64 -w0)
+    auth_case basic-options "$basic" "layer=0,username=$bu,password=$bp"
+    auth_case basic-docker-config "$basic" "layer=0" \
+        "{\"auths\": {\"$breg\": {\"auth\": \"$b64\"}}}"
+    auth_case basic-cred-helper "$basic" "layer=0" \
+        "{\"credHelpers\": {\"$breg\": \"dropin\"}}" "$bp"
+    auth_case basic-wrong-password "$basic" "layer=0,username=$bu,password=wrong-pass-dropin"
+    auth_case token-options "$token" \
+        "layer=0,username=$(val "$token" AUTH_USER),password=$(val "$token" AUTH_PASS)"
+    auth_case token-wrong-password "$token" \
+        "layer=0,username=$(val "$token" AUTH_USER),password=wrong-pass-dropin"
+else
+    bad "no auth registries ($basic, $token): start them first (run-tests.sh does)"
+fi
+
 summary
