@@ -75,20 +75,9 @@ packages=(
     gcc make autoconf automake libtool pkg-config
     libcurl4-openssl-dev libjson-c-dev libssl-dev uuid-dev zlib1g-dev
 )
-missing=()
-for pkg in "${packages[@]}"; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    [[ ${EUID} -eq 0 ]] ||
-        fail "missing packages: ${missing[*]} (run as root to install them)"
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2 || fail "apt-get update failed"
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
-        fail "apt-get install ${missing[*]} failed"
-fi
+# shellcheck source=c-tests/rig/packages.sh
+. "$here/../rig/packages.sh"
+ensure_packages "${packages[@]}" || fail "$PACKAGES_WHY"
 
 # 3. A configured copy of the tree. The stamp names the source it came from
 # and the configure flags; anything else means start over.

@@ -55,19 +55,9 @@ run() {
 
 packages=(gcc make patch autoconf automake libtool pkg-config uuid-dev
     liblz4-dev zlib1g-dev libfuse3-dev fuse3 liburing-dev libnl-genl-3-dev)
-missing=()
-for pkg in "${packages[@]}"; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    [[ ${EUID} -eq 0 ]] || fail "missing packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
-        { apt-get update -qq >&2 &&
-          apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; } ||
-        fail "apt-get install ${missing[*]} failed"
-fi
+# shellcheck source=c-tests/rig/packages.sh
+. "$here/../rig/packages.sh"
+ensure_packages "${packages[@]}" || fail "$PACKAGES_WHY"
 
 # 1. The library, installed as a user would.
 run "make install" make -s -C "$root" install PREFIX="$prefix"

@@ -76,20 +76,9 @@ packages=(
     gcc make patch autoconf automake libtool pkg-config
     uuid-dev liblz4-dev zlib1g-dev libfuse3-dev fuse3
 )
-missing=()
-for pkg in "${packages[@]}"; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    [[ ${EUID} -eq 0 ]] ||
-        fail "missing packages: ${missing[*]} (run as root to install them)"
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2 || fail "apt-get update failed"
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
-        fail "apt-get install ${missing[*]} failed"
-fi
+# shellcheck source=c-tests/rig/packages.sh
+. "$here/../rig/packages.sh"
+ensure_packages "${packages[@]}" || fail "$PACKAGES_WHY"
 
 # 3. The library, for both layouts (only when missing: the Makefile owns it).
 libdir_of() {
