@@ -144,7 +144,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 SO := lib$(INSTALL_NAME).so
 # what the static archive needs (rustc --print native-static-libs)
-PC_REQUIRES_PRIVATE := libcurl libzstd libssl libcrypto
+PC_REQUIRES_PRIVATE := libcurl libzstd zlib libssl libcrypto
 PC_LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 install: lib

@@ -107,18 +107,27 @@ fn open_on(registry: Arc<Registry>, r: &Reference, opts: &Options) -> Result<Sou
         };
         return crate::layer::image::flattened(registry, layers, cfg, image);
     }
+    let zinfo = match &opts.zinfo {
+        Some(p) => {
+            let data = std::fs::read(p).map_err(|e| {
+                crate::error::Error::invalid(format!("option 'zinfo={}': {e}", p.display()))
+            })?;
+            let z = crate::layer::gzran::Zinfo::parse(&data)
+                .map_err(|e| e.context(&format!("option 'zinfo={}'", p.display())))?;
+            Some(z)
+        }
+        None => None,
+    };
     let desc = registry.resolve(r, &opts.target, &opts.platform)?;
-    // A layer its media type declares a plain tar is served as the blob
-    // itself (the bytes the decoder would pass through, with random access
-    // and no copy on a stream thread).
-    let plain = matches!(
-        crate::layer::decompress::from_media_type(&desc.media_type),
-        Some(crate::layer::decompress::Compression::None)
-    );
-    if opts.decompress && !plain {
-        return crate::layer::image::decompressed(registry, desc, cfg);
+    let src = if opts.decompress {
+        crate::layer::image::decompressed(registry, desc, cfg, zinfo)?
+    } else {
+        Source::Blob(Arc::new(Blob::new(registry, desc, cfg)?))
+    };
+    match &opts.tarindex {
+        Some(p) => crate::layer::image::indexed(p, src),
+        None => Ok(src),
     }
-    Ok(Source::Blob(Arc::new(Blob::new(registry, desc, cfg)?)))
 }
 
 /// The layers of an image (for `platform` when it is an index).

@@ -73,6 +73,12 @@ pub struct Options {
     pub decompress: bool,
     /// Present the whole image as one merged tar of its root filesystem.
     pub flatten: bool,
+    /// Gzip checkpoints of the layer (a SOCI / erofs-utils zinfo file);
+    /// implies `decompress=auto`.
+    pub zinfo: Option<PathBuf>,
+    /// A tar index (`mkfs.erofs --tar=i` / `--oci=i`) presented in front
+    /// of the layer's uncompressed tar; implies `decompress=auto`.
+    pub tarindex: Option<PathBuf>,
     /// The on-disk cache directory.
     pub cache_dir: Option<PathBuf>,
     /// Where blocks evicted from memory go (a private unlinked file).
@@ -145,6 +151,8 @@ impl Default for Options {
             mirrors: Vec::new(),
             decompress: false,
             flatten: false,
+            zinfo: None,
+            tarindex: None,
             cache_dir: None,
             spill: Spill::Auto,
             fill: true,
@@ -282,6 +290,8 @@ impl Options {
                     }
                 }
                 "flatten" => o.flatten = parse_bool(key, value)?,
+                "zinfo" => o.zinfo = Some(existing_file(key, &need(value)?)?),
+                "tarindex" => o.tarindex = Some(existing_file(key, &need(value)?)?),
                 "cache_dir" => {
                     let v = need(value)?;
                     let p = PathBuf::from(&v);
@@ -352,6 +362,14 @@ impl Options {
             return Err(Error::invalid(
                 "options 'layer' and 'blob' exclude each other",
             ));
+        }
+        if o.flatten && (o.zinfo.is_some() || o.tarindex.is_some()) {
+            return Err(Error::invalid(
+                "options 'zinfo' and 'tarindex' belong to one layer: they exclude 'flatten'",
+            ));
+        }
+        if o.zinfo.is_some() || o.tarindex.is_some() {
+            o.decompress = true;
         }
         Ok(o)
     }

@@ -11,6 +11,7 @@ packages=(
     pkg-config
     zstd
     libzstd-dev
+    zlib1g-dev
     apache2-utils
     valgrind
     python3

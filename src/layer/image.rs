@@ -1,12 +1,15 @@
 //! What a vfile reads: a blob as it is, a layer decompressed, or a whole
-//! image flattened into one tar of its root filesystem.
+//! image flattened into one tar of its root filesystem; and a local tar
+//! index in front of a layer's tar (`tarindex=`).
 
 use std::io::{self, Read};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::fetch::blob::{Blob, ReadConfig, Stats};
-use crate::layer::decompress;
+use crate::layer::decompress::{self, Compression};
+use crate::layer::gzran::Zinfo;
+use crate::layer::seekable::GzipView;
 use crate::layer::stream::{to_io, StreamView};
 use crate::registry::{BlobDesc, Registry};
 
@@ -36,6 +39,56 @@ pub enum Source {
     Blob(Arc<Blob>),
     /// A derived stream (decompressed, flattened) of these blobs.
     View(Box<View>),
+    /// A gzip layer's uncompressed bytes, with random access.
+    Gzip(Box<GzipView>),
+    /// A local tar index followed by a layer's uncompressed tar: the one
+    /// device erofs-utils' `oci.tarindex=` mount makes.
+    Indexed(Box<Indexed>),
+}
+
+pub struct Indexed {
+    index: std::fs::File,
+    index_len: u64,
+    tar: Source,
+}
+
+impl Indexed {
+    fn read_at(&self, buf: &mut [u8], off: u64, sequential: bool) -> Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        if off < self.index_len {
+            done = buf.len().min((self.index_len - off) as usize);
+            self.index
+                .read_exact_at(&mut buf[..done], off)
+                .map_err(|e| {
+                    Error::new(libc::EIO, format!("tarindex: cannot read at {off}: {e}"))
+                })?;
+        }
+        if done < buf.len() {
+            let at = off + done as u64 - self.index_len;
+            done += self.tar.read_at(&mut buf[done..], at, sequential)?;
+        }
+        Ok(done)
+    }
+}
+
+/// `tar` behind the tar index in the file at `path` (`tarindex=`).
+pub fn indexed(path: &std::path::Path, tar: Source) -> Result<Source> {
+    let index = std::fs::File::open(path).map_err(|e| {
+        Error::new(
+            libc::ENOENT,
+            format!("tarindex: cannot open {}: {e}", path.display()),
+        )
+    })?;
+    let index_len = index
+        .metadata()
+        .map_err(|e| Error::new(libc::EIO, format!("tarindex: {}: {e}", path.display())))?
+        .len();
+    Ok(Source::Indexed(Box::new(Indexed {
+        index,
+        index_len,
+        tar,
+    })))
 }
 
 pub struct View {
@@ -50,6 +103,8 @@ impl Source {
         match self {
             Source::Blob(b) => b.read_at(buf, off, sequential),
             Source::View(v) => v.view.read_at(buf, off),
+            Source::Gzip(g) => g.read_at(buf, off),
+            Source::Indexed(x) => x.read_at(buf, off, sequential),
         }
     }
 
@@ -59,6 +114,8 @@ impl Source {
         match self {
             Source::Blob(b) => Ok(b.size()),
             Source::View(v) => v.view.size(),
+            Source::Gzip(g) => g.size(),
+            Source::Indexed(x) => Ok(x.index_len + x.tar.size()?),
         }
     }
 
@@ -66,12 +123,16 @@ impl Source {
         match self {
             Source::Blob(b) => b.desc(),
             Source::View(v) => &v.desc,
+            Source::Gzip(g) => g.blob().desc(),
+            Source::Indexed(x) => x.tar.desc(),
         }
     }
 
     pub fn stats(&self) -> Stats {
         match self {
             Source::Blob(b) => b.stats(),
+            Source::Gzip(g) => g.blob().stats(),
+            Source::Indexed(x) => x.tar.stats(),
             Source::View(v) => {
                 let mut s = Stats::default();
                 for b in &v.blobs {
@@ -90,20 +151,52 @@ impl Source {
     }
 }
 
-/// One layer, decompressed on the stream thread.
-pub fn decompressed(registry: Arc<Registry>, desc: BlobDesc, cfg: ReadConfig) -> Result<Source> {
-    let blob = Arc::new(Blob::new(registry, desc.clone(), cfg)?);
-    let b = blob.clone();
-    let mt = desc.media_type.clone();
-    let view = StreamView::new(Arc::new(move |out: &mut dyn io::Write| {
-        let mut r = decompress::layer_decoder(&mt, BlobReader::new(b.clone()))?;
-        io::copy(&mut r, out).map(|_| ())
-    }));
-    Ok(Source::View(Box::new(View {
-        view,
-        blobs: vec![blob],
-        desc,
-    })))
+/// One layer's uncompressed bytes: a gzip layer with random access
+/// through checkpoints (`zinfo`, else those `cache_dir` kept, else made
+/// on a pass ahead of the readers), a plain tar as the blob itself, a
+/// zstd layer decompressed on the stream thread.
+pub fn decompressed(
+    registry: Arc<Registry>,
+    desc: BlobDesc,
+    cfg: ReadConfig,
+    zinfo: Option<Zinfo>,
+) -> Result<Source> {
+    let blob = Arc::new(Blob::new(registry, desc.clone(), cfg.clone())?);
+    let c = match decompress::from_media_type(&desc.media_type) {
+        Some(c) => c,
+        None => {
+            let mut first = [0u8; decompress::SNIFF_LEN];
+            let n = blob.read_at(&mut first, 0, false)?;
+            decompress::sniff(&first[..n])
+        }
+    };
+    if zinfo.is_some() && c != Compression::Gzip {
+        return Err(Error::invalid(format!(
+            "zinfo: the layer {} is not gzip ({})",
+            desc.digest, desc.media_type
+        )));
+    }
+    match c {
+        Compression::Gzip => Ok(Source::Gzip(Box::new(GzipView::new(
+            blob,
+            zinfo,
+            cfg.cache_dir.as_deref(),
+            cfg.cache_mem,
+        )))),
+        Compression::None => Ok(Source::Blob(blob)),
+        Compression::Zstd => {
+            let b = blob.clone();
+            let view = StreamView::new(Arc::new(move |out: &mut dyn io::Write| {
+                let mut r = decompress::decoder(Compression::Zstd, BlobReader::new(b.clone()));
+                io::copy(&mut r, out).map(|_| ())
+            }));
+            Ok(Source::View(Box::new(View {
+                view,
+                blobs: vec![blob],
+                desc,
+            })))
+        }
+    }
 }
 
 /// The whole image: its layers decompressed and merged, top layer first,

@@ -16,4 +16,5 @@ pub mod decompress;
 pub mod flatten;
 pub mod gzran;
 pub mod image;
+pub mod seekable;
 pub mod stream;
