@@ -162,6 +162,11 @@ run faults python3 "$HERE/harness/fault_tests.py" "$WORK" "$BUILD/vg-fetch"
 run mkfs-erofs bash "$HERE/erofs-utils/mkfs_tests.sh" "$WORK"
 run mount-erofs bash "$HERE/erofs-utils/mount_tests.sh" "$WORK"
 
+# Random access into gzip layers: checkpoints made by the library and by
+# erofs-utils (zinfo both ways), damaged zinfos, the tar-index device
+# (after the tests above pushed the tree's gzip layers).
+run gzran python3 "$HERE/harness/gzran_tests.py" "$WORK" "$BUILD/fetch-1.9" "$BUILD/vg-fetch"
+
 # The same registry with htpasswd + TLS (private CA), and with token auth
 # (short-lived tokens, to see them renewed).
 bash "$HERE/rig/auth-registry.sh" start "$WORK" basic-tls >/dev/null

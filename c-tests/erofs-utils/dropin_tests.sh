@@ -7,6 +7,8 @@
 #   mkfs.erofs --oci=i,layer=N --gzinfo=Z IMG REF
 #   erofsfuse -o oci.layer=0 REF MNT
 #   mount.erofs -t erofs.fuse -o oci.layer=0 REF MNT
+#   mkfs.erofs --oci=i,layer=0 --gzinfo=Z IDX REF, then
+#   erofsfuse -o oci.layer=0,oci.tarindex=IDX,oci.zinfo=Z REF MNT
 #
 # Trees are extracted with the drop-in's fsck.erofs --extract and compared
 # (c-tests/rig/treecmp.py) with what GNU tar unpacks from the blobs
@@ -117,11 +119,11 @@ fi
 # erofsfuse and mount.erofs -t erofs.fuse with -o oci.*
 read -r _ image_ref _ _ < <(awk '$1 == "image"' "$work/erofs-fixture.txt")
 read -r _ manifest < <(awk '$1 == "manifest"' "$work/erofs-fixture.txt")
-fuse_case() {
-    local name=$1 mnt="$t/mnt-$1" log="$t/$1.log" i
-    shift
+fuse_case() { # fuse_case NAME REF EXPECTED CMD...: CMD REF MNT mounts
+    local name=$1 ref=$2 expected=$3 mnt="$t/mnt-$1" log="$t/$1.log" i
+    shift 3
     mkdir -p "$mnt"
-    PATH="$bin:$PATH" "$@" "$image_ref" "$mnt" >"$log" 2>&1
+    PATH="$bin:$PATH" "$@" "$ref" "$mnt" >"$log" 2>&1
     for ((i = 0; i < 200; i++)); do
         awk -v m="$mnt" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo && break
         sleep 0.05
@@ -130,7 +132,7 @@ fuse_case() {
         bad "$name: not mounted: $(tail -n 3 "$log" | tr '\n' ' ')"
         return
     fi
-    if python3 "$here/../rig/treecmp.py" compare "$manifest" "$mnt" --owners >>"$log" 2>&1; then
+    if python3 "$here/../rig/treecmp.py" compare "$expected" "$mnt" --owners >>"$log" 2>&1; then
         ok "$name: the mounted tree == the image's: $(tail -n 1 "$log" | sed 's/^treecmp: //')"
     else
         bad "$name: the mounted tree differs:"
@@ -138,8 +140,35 @@ fuse_case() {
     fi
     fusermount3 -u "$mnt" 2>>"$log" || fusermount3 -uz "$mnt" 2>/dev/null
 }
-fuse_case erofsfuse-oci "$bin/erofsfuse" -o oci.layer=0,oci.platform=linux/amd64
-fuse_case mount-erofs-fuse "$sbin/mount.erofs" -t erofs.fuse -o oci.layer=0
+fuse_case erofsfuse-oci "$image_ref" "$manifest" \
+    "$bin/erofsfuse" -o oci.layer=0,oci.platform=linux/amd64
+fuse_case mount-erofs-fuse "$image_ref" "$manifest" "$sbin/mount.erofs" -t erofs.fuse -o oci.layer=0
+
+# Lazy mounts of an ordinary gzip layer (4342 entries, 235 MiB): its tar
+# index and zinfo by mkfs.erofs --oci=i --gzinfo, mounted through them;
+# without the zinfo the library makes the checkpoints itself.
+read -r _ tgz_ref _ _ _ < <(awk '$1 == "tgz"' "$work/erofs-fixture.txt")
+read -r _ tarfile < <(awk '$1 == "tarfile"' "$work/erofs-fixture.txt")
+if "$bin/mkfs.erofs" --quiet --oci=i,layer=0 "--gzinfo=$t/tgz.zinfo" "$t/tgz.idx" \
+    "$tgz_ref" >"$t/tgz-mkfs.log" 2>&1; then
+    ok "mkfs.erofs --oci=i,layer=0 --gzinfo of the gzip layer: a $(stat -c %s "$t/tgz.idx")-byte tar index, a $(stat -c %s "$t/tgz.zinfo")-byte zinfo"
+else
+    bad "mkfs.erofs --oci=i --gzinfo failed: $(grep '<E>' "$t/tgz-mkfs.log" | head -n 2 | tr '\n' ' ')"
+fi
+fuse_case erofsfuse-tarindex-zinfo "$tgz_ref" "$manifest" \
+    "$bin/erofsfuse" "-ooci.layer=0,oci.tarindex=$t/tgz.idx,oci.zinfo=$t/tgz.zinfo"
+fuse_case mount-erofs-fuse-tarindex "$tgz_ref" "$manifest" \
+    "$sbin/mount.erofs" -t erofs.fuse -o "oci.layer=0,oci.tarindex=$t/tgz.idx"
+# The same image as one local file: erofs-utils' own tools read the tar
+# index's extra device at its unified address (flat device emulation).
+cat "$t/tgz.idx" "$tarfile" >"$t/flat.img"
+if "$bin/fsck.erofs" --extract="$t/flat-out" "$t/flat.img" >"$t/flat.log" 2>&1 &&
+    python3 "$here/../rig/treecmp.py" compare "$manifest" "$t/flat-out" --owners >>"$t/flat.log" 2>&1; then
+    ok "fsck.erofs --extract of [tar index][tar] as one file: $(tail -n 1 "$t/flat.log" | sed 's/^treecmp: //')"
+else
+    bad "fsck.erofs --extract of [tar index][tar]: $(tail -n 3 "$t/flat.log" | tr '\n' ' ')"
+fi
+rm -rf "$t/flat.img" "$t/flat-out"
 
 # Credentials at the htpasswd + TLS and the token registries: from the
 # options, docker's config.json and a credential helper (a sandboxed HOME);

@@ -11,9 +11,11 @@
  *   fetch REF OPTIONS random FILE [N]   N random preads (default 64),
  *                                       each compared with FILE
  *                                       ($FETCH_DELAY_MS apart)
+ *   fetch REF OPTIONS at OFF LEN...     one pread per OFF LEN pair
  *
  * Prints one line: "ok sha256:<hex> <bytes>" (seq), "ok random <n>"
- * (random), or "error <errno> <message>"; exit status 0 only for ok.
+ * (random), "ok at <n>:<sha256 hex> ..." (at: the bytes each pread
+ * returned), or "error <errno> <message>"; exit status 0 only for ok.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -147,6 +149,48 @@ out:
 	return ret;
 }
 
+static void hex_sha256(const void *buf, size_t len, char *out)
+{
+	unsigned char md[32];
+	unsigned int mdlen = 0, i;
+
+	EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL);
+	for (i = 0; i < mdlen; i++)
+		sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+/* one pread per OFF LEN pair of @args */
+static int preads_at(struct erofs_vfile *vf, int n, char **args)
+{
+	char *buf, hex[65];
+	int i, ret = 0;
+
+	buf = malloc(1 << 20);
+	if (!buf)
+		return fail(-ENOMEM);
+	printf("ok at");
+	for (i = 0; i + 1 < n; i += 2) {
+		unsigned long long off = strtoull(args[i], NULL, 0);
+		size_t len = (size_t)strtoull(args[i + 1], NULL, 0);
+		ssize_t got;
+
+		if (len > 1 << 20)
+			len = 1 << 20;
+		got = do_pread(vf, buf, len, off);
+		if (got < 0) {
+			printf("\n");
+			ret = fail((int)got);
+			break;
+		}
+		hex_sha256(buf, (size_t)got, hex);
+		printf(" %zd:%s", got, hex);
+	}
+	if (!ret)
+		printf("\n");
+	free(buf);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	struct erofs_vfile vf;
@@ -191,6 +235,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[3], "cat"))
 		ret = cat(&vf);
+	else if (!strcmp(argv[3], "at"))
+		ret = preads_at(&vf, argc - 4, argv + 4);
 	else if (!strcmp(argv[3], "random") && argc > 4)
 		ret = random_reads(&vf, argv[4], argc > 5 ? atoi(argv[5]) : 64);
 	else

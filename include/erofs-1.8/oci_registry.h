@@ -134,7 +134,8 @@ void close_oci_registry(struct erofs_vfile *vf);
  * @options: NULL or comma-separated `key[=value]` items (README.md lists
  *       them all): `platform=os/arch[/variant]` (default: the host's),
  *       `layer=N` (0-based, default 0) or `blob=sha256:...`, `flatten`,
- *       `decompress=auto|none`, `verify=stream|full|none`, `block=`,
+ *       `decompress=auto|none`, `zinfo=FILE`, `tarindex=FILE`,
+ *       `verify=stream|full|none`, `block=`,
  *       `cache_mem=`, `readahead=`, `connections=`, `chunk=`,
  *       `cache_dir=`, `spill=`, `fill=`,
  *       `retries=`, `connect_timeout=`,
@@ -165,11 +166,28 @@ void close_oci_registry(struct erofs_vfile *vf);
  * preads are not verified. `verify=full` fetches and checks the whole
  * blob at open (it must fit `cache_mem`); `verify=none` hashes nothing.
  *
- * `decompress=auto` presents a gzip or zstd layer's uncompressed tar and
- * `flatten` the whole image as one merged tar (whiteouts applied); both
- * are produced on a worker thread: read and forward lseek cost nothing
- * extra, a read behind the current offset restarts the stream, and
- * SEEK_END/fstat produce it once to learn its size.
+ * `decompress=auto` presents a layer's uncompressed tar. A gzip layer is
+ * read at random through checkpoints every 4 MiB of output (SOCI /
+ * erofs-utils zinfo): from `zinfo=FILE` (`mkfs.erofs --gzinfo`), else
+ * those `cache_dir` kept, else made by a pass that a worker thread runs
+ * ahead of the readers; a read inflates one span at most, and inflated
+ * spans are cached. A zinfo that does not fit the blob fails reads with
+ * -EBADMSG, never other bytes. `tarindex=FILE` puts a local tar index
+ * (`mkfs.erofs --tar=i`) in front of the tar: one EROFS device, as
+ * mount.erofs's oci.tarindex= builds it. A plain tar layer is the blob
+ * itself. A zstd layer, and `flatten` (the whole image as one merged
+ * tar, whiteouts applied), are produced on a worker thread: read and
+ * forward lseek cost nothing extra, a read behind the current offset
+ * restarts the stream, and SEEK_END/fstat produce it once to learn its
+ * size.
+ *
+ * Which bytes are verified before they are served: the blob's own bytes
+ * as `verify=` says; a gzip layer's uncompressed bytes come from the
+ * pass, which reads the blob in order and checks every member's CRC-32
+ * and the digest at its end (a mismatch fails every later read), or
+ * from spans inflated at random, whose compressed bytes are checked
+ * against the digest only once the whole blob has been read (the fill,
+ * or `verify=full` at open).
  *
  * Threads: pread may be called on one vfile from several threads at
  * once; read and lseek share one offset, as on a file descriptor. A

@@ -752,10 +752,10 @@ mod tests {
             assert_eq!(spans.concat(), data);
             // Round trip through the file format.
             let z = Zinfo::parse(&z.to_bytes()).unwrap();
-            for i in 0..z.points.len() {
+            for (i, want) in spans.iter().enumerate() {
                 let s =
                     inflate_span(span_src(&gz, &z, i), &z.points[i], z.points.get(i + 1)).unwrap();
-                assert_eq!(s.data, spans[i], "level {level} span {i}");
+                assert_eq!(&s.data, want, "level {level} span {i}");
                 if i + 1 < z.points.len() {
                     assert_eq!(s.window_checked, WINDOW);
                 }
@@ -773,9 +773,9 @@ mod tests {
         let outs: Vec<u64> = z.points.iter().map(|p| p.output).collect();
         assert_eq!(outs, vec![0, 300_000, 300_010]);
         assert_eq!(spans.concat(), [a, b, c].concat());
-        for i in 0..3 {
+        for (i, want) in spans.iter().enumerate() {
             let s = inflate_span(span_src(&gz, &z, i), &z.points[i], z.points.get(i + 1)).unwrap();
-            assert_eq!(s.data, spans[i]);
+            assert_eq!(&s.data, want);
         }
         // The last span without its checkpoints in between crosses members.
         let s = inflate_span(&gz[z.points[0].start() as usize..], &z.points[0], None).unwrap();
