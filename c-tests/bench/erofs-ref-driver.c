@@ -14,6 +14,16 @@
  *   random N LEN SEED    N erofs_io_pread()s of LEN bytes at the offsets
  *                        below; print elapsed seconds and the sha256 of the
  *                        N buffers concatenated in read order
+ *   trace IDX ZINFO TRACE
+ *                        the device of mount.erofs -o oci.tarindex=IDX,
+ *                        oci.zinfo=ZINFO (built as its
+ *                        erofsmount_tarindex_pread() builds it: the local
+ *                        tar index, then the layer's tar inflated by
+ *                        erofs_gzran_zinfo_open() over the blob's vfile)
+ *                        read at the "OFF LEN" lines of TRACE, in order;
+ *                        print reads, bytes, the bytes and preads the
+ *                        blob's vfile served, secs and the sha256 of all
+ *                        the bytes read
  *   threads T N LEN SEED the same N preads, shared by T pthreads on ONE
  *                        vfile: thread t does reads t, t+T, t+2T, ...
  *                        (N/T each). The buffers are hashed in read order
@@ -74,6 +84,8 @@
 #include "erofs/config.h"
 #include "erofs/io.h"
 #include "liberofs_oci.h"
+#include "liberofs_gzran.h"
+#include <fcntl.h>
 
 #define BENCH_PROG		"erofs-ref-driver"
 #define BENCH_TIMEOUT_ENV	"EROFS_REF_TIMEOUT"
@@ -134,7 +146,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: erofs-ref-driver MODE REGISTRY REPO TAG_OR_DIGEST LAYER_INDEX [args]\n"
-		"  seq CHUNK | random N LEN SEED | threads T N LEN SEED\n");
+		"  seq CHUNK | random N LEN SEED | threads T N LEN SEED |\n"
+		"  trace IDX ZINFO TRACE\n");
 	exit(2);
 }
 
@@ -242,6 +255,131 @@ static int run_seq(struct blob *b, size_t chunk)
 	       !strncmp(b->digest, "sha256:", 7) && !strcmp(b->digest + 7, out)
 	       ? "yes" : "no", err ? 1 : 0, err, stray_bytes());
 	return err || bytes != b->size ? 1 : 0;
+}
+
+/* ---- trace ---- */
+
+/* the blob's vfile, counting what it serves to the gzip reader */
+struct counted {
+	struct erofs_vfile *inner;
+	uint64_t bytes, calls;
+};
+
+static ssize_t counted_pread(struct erofs_vfile *vf, void *buf, size_t len,
+			     u64 off)
+{
+	struct counted *c = *(struct counted **)vf->payload;
+	ssize_t r = erofs_io_pread(c->inner, buf, len, off);
+
+	c->calls++;
+	if (r > 0)
+		c->bytes += r;
+	return r;
+}
+
+static struct erofs_vfops counted_ops = { .pread = counted_pread };
+
+static void *read_file(const char *path, size_t *len)
+{
+	struct stat st;
+	void *buf = NULL;
+	int fd = open(path, O_RDONLY);
+
+	if (fd >= 0 && !fstat(fd, &st) && (buf = malloc(st.st_size + 1)) &&
+	    pread(fd, buf, st.st_size, 0) == st.st_size)
+		*len = st.st_size;
+	else {
+		free(buf);
+		buf = NULL;
+	}
+	if (fd >= 0)
+		close(fd);
+	return buf;
+}
+
+static int run_trace(struct blob *b, const char *idx_path,
+		     const char *zinfo_path, const char *trace)
+{
+	struct counted cnt = { .inner = &b->vf };
+	struct erofs_vfile cvf = { .ops = &counted_ops }, *gz;
+	EVP_MD_CTX *sha = sha_new();
+	unsigned long long off, len;
+	uint64_t reads = 0, bytes = 0;
+	size_t zlen = 0, cap = 0;
+	char *buf = NULL, out[65];
+	long long err = 0;
+	void *zinfo;
+	struct stat st;
+	double t0, secs;
+	FILE *t;
+	int idx;
+
+	*(struct counted **)cvf.payload = &cnt;
+	zinfo = read_file(zinfo_path, &zlen);
+	idx = open(idx_path, O_RDONLY);
+	t = fopen(trace, "r");
+	if (!zinfo || idx < 0 || fstat(idx, &st) || !t) {
+		fprintf(stderr, "erofs-ref-driver: cannot read %s, %s or %s\n",
+			zinfo_path, idx_path, trace);
+		return 2;
+	}
+	t0 = now();
+	gz = erofs_gzran_zinfo_open(&cvf, zinfo, zlen);
+	if (IS_ERR(gz)) {
+		err = PTR_ERR(gz);
+		goto out;
+	}
+	while (fscanf(t, "%llu %llu", &off, &len) == 2) {
+		size_t done = 0;
+		ssize_t r;
+
+		if (len > cap) {
+			free(buf);
+			cap = len;
+			buf = malloc(cap);
+			if (!buf) {
+				err = -ENOMEM;
+				break;
+			}
+		}
+		/* erofsmount_tarindex_pread(): the index, then the tar */
+		if (off < (u64)st.st_size) {
+			done = len < st.st_size - off ? len : st.st_size - off;
+			if (pread(idx, buf, done, off) != (ssize_t)done) {
+				err = -EIO;
+				break;
+			}
+		}
+		while (done < len) {
+			r = erofs_io_pread(gz, buf + done, len - done,
+					   off + done - st.st_size);
+			if (r <= 0) {
+				err = r;
+				break;
+			}
+			done += r;
+		}
+		if (err)
+			break;
+		EVP_DigestUpdate(sha, buf, done);
+		bytes += done;
+		reads++;
+	}
+	erofs_io_close(gz);
+out:
+	secs = now() - t0;
+	sha_done(sha, out);
+	dprintf(out_fd, "%s reads=%" PRIu64 " bytes=%" PRIu64
+		" bytes_fetched=%" PRIu64 " blob_preads=%" PRIu64
+		" open_secs=%.3f secs=%.3f sha256=%s errors=%d err=%lld"
+		" stray_stdout=%lld\n", line_prefix, reads, bytes, cnt.bytes,
+		cnt.calls, b->open_secs, secs, out, err ? 1 : 0, err,
+		stray_bytes());
+	free(buf);
+	free(zinfo);
+	close(idx);
+	fclose(t);
+	return err ? 1 : 0;
 }
 
 /* ---- random and threads ---- */
@@ -423,6 +561,11 @@ int main(int argc, char **argv)
 		arm_watchdog();
 		open_blob(&b, argv[2], argv[3], argv[4], layer);
 		rc = run_random(&b, n, len, seed);
+	} else if (!strcmp(mode, "trace") && argc == 9) {
+		set_prefix("mode=trace");
+		arm_watchdog();
+		open_blob(&b, argv[2], argv[3], argv[4], layer);
+		rc = run_trace(&b, argv[6], argv[7], argv[8]);
 	} else if (!strcmp(mode, "threads") && argc == 10) {
 		size_t t = num_arg(argv[6], "T");
 		size_t n = num_arg(argv[7], "N");

@@ -9,7 +9,9 @@
 //!   as it follows, see `Fetch::ramp`).
 //! - Random misses: one Range request per run of missing blocks (adjacent
 //!   misses coalesced), at most half the memory cache per read, with
-//!   read-around growing for a reader that keeps missing.
+//!   read-around growing for a reader that keeps missing; where readahead
+//!   goes parallel, a run of several blocks is split into up to
+//!   `connections` Range requests in flight at once.
 //! - The background fill: once random reads have asked for a quarter of
 //!   the blob's blocks, the rest in one stream (where readahead goes
 //!   parallel, in as many streams as connections, each over a part).
@@ -290,7 +292,20 @@ impl Planner {
             }
             self.random_misses += 1;
             self.random_blocks += hi - lo;
-            blocks.fetch(lo, hi, Want::Range);
+            // Where one connection gets a fraction of the link, a long
+            // miss goes as parts on connections of their own, as parallel
+            // readahead's chunks do.
+            let parts = if !blocks.no_ranges() && self.several(blocks.far()) {
+                self.connections.min(hi - lo)
+            } else {
+                1
+            };
+            let step = (hi - lo).div_ceil(parts);
+            let mut a = lo;
+            while a < hi {
+                blocks.fetch(a, (a + step).min(hi), Want::Range);
+                a += step;
+            }
             planned += hi - lo;
             k = e + 1;
             self.maybe_fill(blocks);

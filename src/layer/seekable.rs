@@ -87,6 +87,10 @@ struct State {
     /// The pass failed (a digest, CRC or data error): every read fails.
     error: Option<Error>,
     inflated: u64,
+    /// The span a reader inflated last.
+    last_inflated: Option<usize>,
+    /// Spans readers are inflating now.
+    inflating: std::collections::HashSet<usize>,
 }
 
 struct Shared {
@@ -162,6 +166,8 @@ impl GzipView {
                     },
                     error: None,
                     inflated: 0,
+                    last_inflated: None,
+                    inflating: Default::default(),
                 }),
                 cv: Condvar::new(),
             }),
@@ -290,19 +296,61 @@ impl GzipView {
     /// Span `i` (its checkpoint and the next known, or the last one):
     /// from the cache, else inflated here.
     fn span_data(&self, i: usize) -> Result<Arc<Vec<u8>>> {
-        let (cp, next, check_prev) = {
+        let (cp, next, prev, sequential) = {
             let mut st = self.shared.lock();
-            if let Some(d) = st.spans.get(i) {
-                return Ok(d);
+            loop {
+                if let Some(d) = st.spans.get(i) {
+                    return Ok(d);
+                }
+                // Another reader inflates this span, or the one before
+                // (which checks this one's window): wait for it.
+                let busy = st.inflating.contains(&i)
+                    || (!st.checked[i] && st.inflating.contains(&(i - 1)));
+                if !busy {
+                    break;
+                }
+                st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
+            st.inflating.insert(i);
             let prev = (!st.checked[i]).then(|| st.points[i - 1].clone());
-            (st.points[i].clone(), st.points.get(i + 1).cloned(), prev)
+            // A reader going on from the span inflated last: the blob's
+            // readahead brings the next spans' bytes meanwhile.
+            let sequential = i > 0 && st.last_inflated == Some(i - 1);
+            (
+                st.points[i].clone(),
+                st.points.get(i + 1).cloned(),
+                prev,
+                sequential,
+            )
         };
-        if let Some(p) = check_prev {
+        let r = self.inflate_here(i, &cp, next.as_ref(), prev.as_ref(), sequential);
+        let mut st = self.shared.lock();
+        st.inflating.remove(&i);
+        self.shared.cv.notify_all();
+        drop(st);
+        r
+    }
+
+    /// The work of `span_data` once span `i` is this reader's to inflate.
+    fn inflate_here(
+        &self,
+        i: usize,
+        cp: &Checkpoint,
+        next: Option<&Checkpoint>,
+        prev: Option<&Checkpoint>,
+        sequential: bool,
+    ) -> Result<Arc<Vec<u8>>> {
+        // The compressed bytes of the span, and of the one before when it
+        // must check this one's window, in one read (its parts fetched at
+        // once).
+        let from = prev.unwrap_or(cp).start();
+        let src = self.fetch(from, next, sequential)?;
+        let at = |c: &Checkpoint| &src[(c.start() - from) as usize..];
+        if let Some(p) = prev {
             // The window of checkpoint i is what inflating span i-1 ends
-            // with; that span is not served, as its own window may be
-            // unchecked.
-            let s = self.inflate(&p, Some(&cp))?;
+            // with; that span is served only if its own window was
+            // checked.
+            let s = inflate_span(at(p), p, Some(cp))?;
             if !proves_next_window(&s) {
                 // A span shorter than a window: the rest of the window is
                 // the end of the one before, checked in turn.
@@ -318,13 +366,18 @@ impl GzipView {
                     ));
                 }
             }
-            self.shared.lock().checked[i] = true;
+            let mut st = self.shared.lock();
+            st.checked[i] = true;
+            if st.checked[i - 1] {
+                st.spans.insert(i - 1, Arc::new(s.data));
+            }
         }
-        let s = self.inflate(&cp, next.as_ref())?;
+        let s = inflate_span(at(cp), cp, next)?;
         let proves = proves_next_window(&s);
         let data = Arc::new(s.data);
         let mut st = self.shared.lock();
         st.inflated += 1;
+        st.last_inflated = Some(i);
         if next.is_none() {
             st.end = Some(cp.output + data.len() as u64);
         }
@@ -335,12 +388,12 @@ impl GzipView {
         Ok(data)
     }
 
-    /// Inflates the span at `cp` from its compressed bytes.
-    fn inflate(&self, cp: &Checkpoint, next: Option<&Checkpoint>) -> Result<Span> {
+    /// The compressed bytes from `from` to the end of the span that
+    /// `next` ends (one byte past its checkpoint), or to the blob's end.
+    fn fetch(&self, from: u64, next: Option<&Checkpoint>, sequential: bool) -> Result<Vec<u8>> {
         let size = self.blob.size();
-        let from = cp.start();
         let to = next.map_or(size, |n| (n.input + 1).min(size));
-        if from >= to || to > size {
+        if from >= to {
             return Err(Error::new(
                 libc::EBADMSG,
                 format!(
@@ -353,14 +406,14 @@ impl GzipView {
         while got < src.len() {
             match self
                 .blob
-                .read_at(&mut src[got..], from + got as u64, false)?
+                .read_at(&mut src[got..], from + got as u64, sequential)?
             {
                 0 => break,
                 n => got += n,
             }
         }
         src.truncate(got);
-        inflate_span(&src, cp, next)
+        Ok(src)
     }
 }
 
