@@ -38,6 +38,13 @@
 #      the whole tree against a local mount (goal >= 0.7, same content),
 #      a second mount on a warm cache_dir= (goal: nothing fetched); needs
 #      /dev/fuse, else NOT MEASURED
+#  8b. lazy mount of an ordinary gzip layer through its tar index and zinfo
+#      (lazy-tgz.sh), on lan and through the wan model: the first file, a
+#      listing and the whole tree against a full pull + extraction and
+#      against erofs-utils 1.9's own tar-index + gzran pipeline replaying
+#      the same device reads; goals on wan: the first file within 1/5 of
+#      the full pull, the listing under 10% of the layer fetched, 10x
+#      erofs-utils on the first file and the whole tree
 #   9. the sequential read per network profile (c-tests/bench/profiles.sh
 #      through c-tests/rig/wanproxy.py: lan, wan, far), next to curl, 8
 #      ranged curls, curl | openssl, skopeo copy, containerd and the
@@ -871,6 +878,12 @@ if [[ -n $fuse_why ]]; then
 		judge "" ge 1
 	done
 	echo "  NOT MEASURED: $fuse_why (6 goals)"
+	echo
+	echo "8b. lazy mount of an ordinary gzip layer"
+	for _ in a-full a-erofs b c; do
+		judge "" ge 1
+	done
+	echo "  NOT MEASURED: $fuse_why (4 goals)"
 else
 	# fuse_run FUSE SRC MNT PIDFILE [curl=URL,DEST] [file=REL] [list] [walk] [tar] [tarsha]:
 	# one fresh erofsfuse -f SRC MNT, the steps in that order, unmount (and
@@ -1166,6 +1179,10 @@ PY
 		judge "$b" le 0
 		echo "  second mount's bytes_fetched $b (goal 0: nothing fetched again) $V"
 	fi
+
+	# ---- 8b. lazy mount of an ordinary gzip layer (same fuse_run.py) ----
+	# shellcheck source=c-tests/bench/lazy-tgz.sh
+	. "$HERE/lazy-tgz.sh"
 fi
 
 # ---- 9. network profiles ----

@@ -178,13 +178,15 @@ def main():
     # Random preads never read the blob in order, but once they have asked
     # for a quarter of its blocks the background fill streams the rest from
     # byte 0 through the running hash: a corrupted byte in that stream (the
-    # 7th GET: 6 random-read GETs come first, in this fixed order) fails
-    # the reads after it, though no read ever asked for that byte.
+    # 7th GET: 6 random-read GETs come first, in this fixed order, one per
+    # miss with connections=1) fails the reads after it, though no read
+    # ever asked for that byte.
     case("random preads, the background fill's stream corrupted: EBADMSG",
          [{"match": BLOB, "method": "GET", "action": "corrupt", "offset": 12345,
            "skip": 6}],
          ("error", errno.EBADMSG, f"expected {SMALL_DIGEST}, got sha256:"),
-         options="layer=1,platform=linux/amd64,block=64K,cache_mem=1M,readahead=256K",
+         options="layer=1,platform=linux/amd64,block=64K,cache_mem=1M,readahead=256K,"
+                 "connections=1",
          mode=("random", BLOB_FILE, "40"), env={"FETCH_DELAY_MS": "300"},
          extra=lambda s, t, k: [("the fill asked for the whole blob from byte 0",
                                  any(e["range"] == f"bytes=0-{SMALL_SIZE - 1}"
@@ -229,6 +231,28 @@ def main():
              ("the proxy answered 200 to a ranged GET",
               any(e["range"] and e["status"] == 200
                   for e in blob_gets(s, SMALL_DIGEST)))])
+    # A random miss of several blocks, where readahead goes parallel, goes
+    # as several Range requests at once (the small layer's blocks at
+    # 64 KiB, preads of up to 256 KiB); one of them dropped midway.
+    rnd = "layer=1,platform=linux/amd64,connections=4,block=64K,fill=none"
+
+    def split_misses(s):
+        r = ranged(s)
+        return len(r) > 24 and all(not q.endswith("-") for q in r)
+
+    case("random misses as parallel parts: right bytes",
+         [], ("random",), options=rnd, mode=("random", BLOB_FILE, "24"),
+         extra=lambda s, t, k: [("more bounded Range GETs than reads", split_misses(s))])
+    case("random misses as parallel parts: one part dropped, resumed",
+         [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 30000,
+           "skip": 3}],
+         ("random",), options=rnd, mode=("random", BLOB_FILE, "24"),
+         extra=lambda s, t, k: [
+             ("more bounded Range GETs than reads", split_misses(s)),
+             ("a GET resumes the dropped part 30000 bytes in",
+              any(r.startswith(f"bytes={int(q.split('=')[1].split('-')[0]) + 30000}-")
+                  for q in ranged(s)[3:4] for r in ranged(s)[4:]))])
+
     def refused_again(s):
         gets = blob_gets(s, SMALL_DIGEST)
         refused = [e["range"] for e in gets if e["status"] == 429]
@@ -243,12 +267,15 @@ def main():
     # Random preads as in the corrupted-fill case below (its 7th GET is the
     # background fill): the fill's stream stalls for 30 s, and the reads
     # go on meanwhile, their misses fetched on their own (40 reads 0.3 s
-    # apart: about 12 s).
+    # apart: about 12 s). One request per miss (connections=1: under
+    # valgrind the proxy's answers are slow enough for a long miss to go
+    # as parallel parts), so that the 7th GET is the fill's.
     case("random preads: a reader's misses served while the fill is stalled",
          [{"match": BLOB, "method": "GET", "action": "stall", "bytes": 1000,
            "seconds": 30, "skip": 6}],
          ("random",),
-         options="layer=1,platform=linux/amd64,block=64K,cache_mem=1M,readahead=256K",
+         options="layer=1,platform=linux/amd64,block=64K,cache_mem=1M,readahead=256K,"
+                 "connections=1",
          mode=("random", BLOB_FILE, "40"), env={"FETCH_DELAY_MS": "300"},
          extra=lambda s, t, k: [
              ("the fill asked for the blob from byte 0",

@@ -19,6 +19,7 @@ packages=(
     openssl
     dpkg-dev
     time
+    strace
 )
 
 missing=()
