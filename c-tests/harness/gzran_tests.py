@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Random access into gzip layers (decompress=auto), zinfo both ways, and
-the tar-index device (tarindex=), against the registry of WORKDIR.
+"""Random access into gzip and zstd layers (decompress=auto), zinfo both
+ways, and the tar-index device (tarindex=), against the registry of
+WORKDIR.
 
 Usage: gzran_tests.py WORKDIR FETCH VALGRIND_FETCH
 
@@ -182,6 +183,26 @@ def main():
         out = fetch(fetch_prog, tgz_ref, opts, "seq")[0]
         res.check(out.startswith(f"ok sha256:{want} {os.path.getsize(idx) + size} "),
                   f"{opts.replace(tmp, '…')}: the device == tar index + tar: {out[:100]}")
+
+    # A zstd layer at random (no seekable frames: the decompressed copy
+    # spooled once a read goes back), under valgrind.
+    zst = None
+    with open(os.path.join(work, "fixtures.txt")) as f:
+        for line in f:
+            p = line.split()
+            if p[:1] == ["layer"] and p[1].endswith("/plain/nomt:v1") and p[3] == "2":
+                zst = p[4]
+    zst_tar = os.path.join(tmp, "zstd.tar")
+    subprocess.run(["zstd", "-q", "-d", "-f", "-o", zst_tar,
+                    os.path.join(work, "blobs", "sha256", zst.split(":", 1)[1])], check=True)
+    out = fetch(vg_fetch, hello, "platform=linux/amd64,layer=2,decompress=auto",
+                "random", zst_tar, 40)[0]
+    res.check(out == "ok random 40", f"valgrind: a zstd layer, 40 random preads == its tar: {out}")
+    zsize = os.path.getsize(zst_tar)
+    zpairs = [(zsize - 10, 100), (zsize, 1), (5, 10), (zsize // 2, 4096)]
+    out = fetch(vg_fetch, hello, "platform=linux/amd64,layer=2,decompress=auto",
+                "at", *[x for q in zpairs for x in q])[0]
+    res.check(out == expect_at(zst_tar, zpairs), f"valgrind: a zstd layer, preads at the end and back: {out[:90]}")
 
     # Under valgrind: a small gzip layer at random, and a tar-index device.
     fx = os.path.join(work, "fixtures.txt")

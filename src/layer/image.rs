@@ -154,7 +154,8 @@ impl Source {
 /// One layer's uncompressed bytes: a gzip layer with random access
 /// through checkpoints (`zinfo`, else those `cache_dir` kept, else made
 /// on a pass ahead of the readers), a plain tar as the blob itself, a
-/// zstd layer decompressed on the stream thread.
+/// zstd layer decompressed on the stream thread (spooled once a reader
+/// goes back).
 pub fn decompressed(
     registry: Arc<Registry>,
     desc: BlobDesc,
@@ -186,10 +187,15 @@ pub fn decompressed(
         Compression::None => Ok(Source::Blob(blob)),
         Compression::Zstd => {
             let b = blob.clone();
-            let view = StreamView::new(Arc::new(move |out: &mut dyn io::Write| {
-                let mut r = decompress::decoder(Compression::Zstd, BlobReader::new(b.clone()));
-                io::copy(&mut r, out).map(|_| ())
-            }));
+            // zstd has no seekable frames (unless its producer wrote
+            // them): reads behind come from the decompressed copy
+            // spooled in the spill directory.
+            let producer: crate::layer::stream::Producer =
+                Arc::new(move |out: &mut dyn io::Write| {
+                    let mut r = decompress::decoder(Compression::Zstd, BlobReader::new(b.clone()));
+                    io::copy(&mut r, out).map(|_| ())
+                });
+            let view = StreamView::spooled(producer, cfg.spill.as_deref());
             Ok(Source::View(Box::new(View {
                 view,
                 blobs: vec![blob],
@@ -215,13 +221,17 @@ pub fn flattened(
         .map(|d| Blob::new(registry.clone(), d.clone(), cfg.clone()).map(Arc::new))
         .collect::<Result<_>>()?;
     let bs = blobs.clone();
-    let view = StreamView::new(Arc::new(move |out: &mut dyn io::Write| {
-        let top_down = bs.iter().rev().map(|b| {
-            let mt = b.desc().media_type.clone();
-            decompress::layer_decoder(&mt, BlobReader::new(b.clone()))
-        });
-        crate::layer::flatten::flatten(top_down, out).map(|_| ())
-    }));
+    let spill = cfg.spill.clone();
+    let view = StreamView::spooled(
+        Arc::new(move |out: &mut dyn io::Write| {
+            let top_down = bs.iter().rev().map(|b| {
+                let mt = b.desc().media_type.clone();
+                decompress::layer_decoder(&mt, BlobReader::new(b.clone()))
+            });
+            crate::layer::flatten::flatten(top_down, out).map(|_| ())
+        }),
+        spill.as_deref(),
+    );
     Ok(Source::View(Box::new(View {
         view,
         blobs,

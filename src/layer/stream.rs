@@ -6,9 +6,14 @@
 //! chunks; reads take from the queue. Reading in order and seeking forward
 //! cost nothing extra. A read behind the current position is served from
 //! the last chunk when it is there, and otherwise restarts the producer
-//! from the beginning: random reads of a derived stream are correct but
-//! may be slow. The size is known once the stream has been produced to its
-//! end (asking for it earlier produces the stream once to count it).
+//! from the beginning. With a spool (a private unlinked file in the spill
+//! directory), that first restart, or a question for the size, turns
+//! spooling on: from then on every chunk taken off the queue is also
+//! written there and reads behind are served from it, so that random
+//! reads cost one more pass of the producer in all, and a reader that
+//! only goes forward writes nothing. The size is known once the stream
+//! has been produced to its end (asking for it earlier produces it to
+//! the end once).
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,11 +184,16 @@ struct State {
     run: Option<Run>,
     size: Option<u64>,
     restarts: u64,
+    /// Chunks go to the spool (a reader went back, or asked the size).
+    spooling: bool,
+    /// Bytes `[0, spooled)` of the stream are in the spool.
+    spooled: u64,
 }
 
 pub struct StreamView {
     producer: Producer,
     state: Mutex<State>,
+    spool: Option<std::fs::File>,
 }
 
 impl StreamView {
@@ -194,7 +204,32 @@ impl StreamView {
                 run: None,
                 size: None,
                 restarts: 0,
+                spooling: false,
+                spooled: 0,
             }),
+            spool: None,
+        }
+    }
+
+    /// As `new`, keeping what was produced in a private file in `dir`
+    /// (none where it cannot be made: reads behind then restart).
+    pub fn spooled(producer: Producer, dir: Option<&std::path::Path>) -> StreamView {
+        let mut v = StreamView::new(producer);
+        v.spool = dir.and_then(|d| crate::fetch::disk::tmpfile(d).ok());
+        v
+    }
+
+    /// Takes the run's current chunk into the spool, where it continues
+    /// what is there.
+    fn spool_chunk(&self, st: &mut State) {
+        use std::os::unix::fs::FileExt;
+        let (Some(f), Some(run), true) = (&self.spool, &st.run, st.spooling) else {
+            return;
+        };
+        if let Some((start, c)) = &run.chunk {
+            if *start == st.spooled && f.write_all_at(c, *start).is_ok() {
+                st.spooled += c.len() as u64;
+            }
         }
     }
 
@@ -206,11 +241,28 @@ impl StreamView {
             .restarts
     }
 
-    /// The stream's size: produced once to the end if not yet known.
+    /// The stream's size: produced once to the end if not yet known (on
+    /// the readers' run, into the spool, where there is one).
     pub fn size(&self) -> Result<u64> {
-        if let Some(s) = self.state.lock().unwrap_or_else(|e| e.into_inner()).size {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = st.size {
             return Ok(s);
         }
+        if self.spool.is_some() {
+            if !st.run.as_ref().is_some_and(|r| r.pid == std::process::id()) {
+                st.run = None;
+                st.run = Some(Run::start(&self.producer)?);
+            }
+            st.spooling = true;
+            self.spool_chunk(&mut st);
+            while st.run.as_mut().expect("a run").advance()?.is_some() {
+                self.spool_chunk(&mut st);
+            }
+            let size = st.run.as_ref().expect("a run").next;
+            st.size = Some(size);
+            return Ok(size);
+        }
+        drop(st);
         let mut run = Run::start(&self.producer)?;
         while run.advance()?.is_some() {}
         let size = run.next;
@@ -229,6 +281,15 @@ impl StreamView {
         if st.size.is_some_and(|s| off >= s) || buf.is_empty() {
             return Ok(0);
         }
+        if off < st.spooled {
+            if let Some(f) = &self.spool {
+                use std::os::unix::fs::FileExt;
+                let n = buf.len().min((st.spooled - off) as usize);
+                f.read_exact_at(&mut buf[..n], off)
+                    .map_err(|e| Error::new(libc::EIO, format!("stream: the spool: {e}")))?;
+                return Ok(n);
+            }
+        }
         let behind = match &st.run {
             None => true,
             // Left behind by a fork: produce it again in this process.
@@ -241,6 +302,7 @@ impl StreamView {
         if behind {
             if st.run.is_some() {
                 st.restarts += 1;
+                st.spooling = true;
             }
             st.run = None;
             st.run = Some(Run::start(&self.producer)?);
@@ -248,9 +310,11 @@ impl StreamView {
         let mut copied = 0;
         let mut at = off;
         let mut size = None;
+        self.spool_chunk(&mut st);
         {
-            let run = st.run.as_mut().expect("a run");
+            let st = &mut *st;
             while copied < buf.len() {
+                let run = st.run.as_mut().expect("a run");
                 let have = match &run.chunk {
                     Some((start, c)) if at >= *start && at < start + c.len() as u64 => {
                         let from = (at - start) as usize;
@@ -266,7 +330,7 @@ impl StreamView {
                     continue;
                 }
                 match run.advance() {
-                    Ok(Some(())) => {}
+                    Ok(Some(())) => self.spool_chunk(st),
                     Ok(None) => {
                         size = Some(run.next);
                         break;
@@ -342,6 +406,59 @@ mod tests {
         assert_eq!(n, 50);
         assert_eq!(v.read_at(&mut buf, len).unwrap(), 0);
         assert_eq!(v.size().unwrap(), len);
+    }
+
+    #[test]
+    fn a_spool_serves_reads_behind() {
+        let len = 6 * CHUNK as u64 + 77;
+        let mut v = view(len);
+        v.spool = crate::fetch::disk::tmpfile(&std::env::temp_dir()).ok();
+        assert!(v.spool.is_some());
+        let mut buf = vec![0u8; 3000];
+        let check = |b: &[u8], at: u64| {
+            b.iter()
+                .enumerate()
+                .all(|(k, x)| *x == pattern(at + k as u64))
+        };
+        // Forward only: nothing spooled.
+        for at in [0, 2 * CHUNK as u64, 4 * CHUNK as u64 + 9] {
+            assert_eq!(v.read_at(&mut buf, at).unwrap(), buf.len());
+            assert!(check(&buf, at));
+        }
+        assert_eq!(v.state.lock().unwrap().spooled, 0);
+        // The first read behind restarts once; the rest come from the
+        // spool, wherever they are.
+        for at in [
+            5,
+            5 * CHUNK as u64 + 3,
+            17,
+            3 * CHUNK as u64 - 100,
+            1,
+            len - 10,
+        ] {
+            let n = v.read_at(&mut buf, at).unwrap();
+            assert_eq!(n as u64, (len - at).min(buf.len() as u64));
+            assert!(check(&buf[..n], at), "at {at}");
+        }
+        assert_eq!(v.restarts(), 1);
+        assert_eq!(v.size().unwrap(), len);
+    }
+
+    #[test]
+    fn size_into_the_spool_then_any_read() {
+        let len = 4 * CHUNK as u64 + 5;
+        let mut v = view(len);
+        v.spool = crate::fetch::disk::tmpfile(&std::env::temp_dir()).ok();
+        assert_eq!(v.size().unwrap(), len);
+        let mut buf = vec![0u8; 100];
+        for at in [3 * CHUNK as u64, 0, len - 5] {
+            let n = v.read_at(&mut buf, at).unwrap();
+            assert!(buf[..n]
+                .iter()
+                .enumerate()
+                .all(|(k, x)| *x == pattern(at + k as u64)));
+        }
+        assert_eq!(v.restarts(), 0);
     }
 
     #[test]
