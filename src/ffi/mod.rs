@@ -230,9 +230,11 @@ pub unsafe extern "C" fn close_oci_registry(vf: *mut erofs_vfile) {
 /// mount.erofs's oci.tarindex= builds it. A plain tar layer is the blob
 /// itself. A zstd layer, and `flatten` (the whole image as one merged
 /// tar, whiteouts applied), are produced on a worker thread: read and
-/// forward lseek cost nothing extra, a read behind the current offset
-/// restarts the stream, and SEEK_END/fstat produce it once to learn its
-/// size.
+/// forward lseek cost nothing extra; the first read behind the current
+/// offset restarts the stream once and SEEK_END/fstat produce it to the
+/// end, after which what is produced is kept in a private file in the
+/// spill directory and reads behind come from there (`spill=none`:
+/// every read behind restarts the stream).
 ///
 /// Which bytes are verified before they are served: the blob's own bytes
 /// as `verify=` says; a gzip layer's uncompressed bytes come from the
