@@ -293,7 +293,7 @@ ms() { [[ -n ${1:-} ]] && awk -v t="$1" 'BEGIN { printf "%.1f ms", t * 1000 }'; 
 kib2mib() { [[ -n ${1:-} ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # shellcheck source=c-tests/bench/verdicts.sh
-. "$HERE/verdicts.sh"	# judge, div, best_of
+. "$HERE/verdicts.sh"	# judge, div, best_of, wan_proxy
 
 # timed CMD...: run CMD (stdout dropped) and print secs=WALL out=FIRST_WORD
 timed() {
@@ -621,15 +621,8 @@ echo "4. the same $N preads by $THREADS threads on one vfile against 1 thread (o
 # CPU, and on 2 CPUs that bounds what any client gets from threads: that
 # figure is printed next to curl's ceiling.
 delay_ref=
-python3 "$HERE/../rig/wanproxy.py" --upstream "$REGISTRY" --rtt-ms "$DELAY_MS" \
-	--port-file "$tmp/delay.port" 2>"$tmp/delay.err" &
-delay_pid=$!
-for _ in $(seq 50); do
-	[[ -s $tmp/delay.port ]] && break
-	kill -0 "$delay_pid" 2>/dev/null || break
-	sleep 0.1
-done
-[[ -s $tmp/delay.port ]] && delay_ref=$(cat "$tmp/delay.port")/$path
+wan_proxy "$tmp/delay.port" --rtt-ms "$DELAY_MS" && delay_ref=$(cat "$tmp/delay.port")/$path
+delay_pid=$PROXY_PID
 if [[ -n $delay_ref ]]; then
 	o=$(opts fill=none)
 	measure thr1_far "$ROUNDS" "$BR" threads "$delay_ref" "$o" 1 "$N" "$LEN" "$SEED"
@@ -683,7 +676,7 @@ if [[ -n $delay_ref ]]; then
 	stats_note thrN_far "$THREADS threads, fill=none, $DELAY_MS ms away"
 else
 	judge "" ge 2.5
-	echo "  ratio n/a (1 thread / $THREADS threads, registry $DELAY_MS ms away, goal >= 2.50) NOT MEASURED: wanproxy.py did not start: $(tail -n1 "$tmp/delay.err")"
+	echo "  ratio n/a (1 thread / $THREADS threads, registry $DELAY_MS ms away, goal >= 2.50) NOT MEASURED: wanproxy.py did not start: $(tail -n1 "$tmp/delay.port.err")"
 fi
 r=$(div "$(min_of thr1_fill secs)" "$(min_of thrN_fill secs)")
 printf '  ratio %s (1 thread / %d threads, fill=none, loopback; information, against the ceiling below) %s\n' \

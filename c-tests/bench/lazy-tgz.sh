@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # Section 8b of bench.sh (sourced inside section 8: uses its fuse_run.py,
-# measure, field, min_of, best_of, judge, div; WORK, HERE, BUILD, REGISTRY,
+# measure, field, min_of, best_of, judge, div, wan_proxy; WORK, HERE, BUILD, REGISTRY,
 # ROUNDS, tmp, fuse_bin): a lazy mount of an ordinary gzip layer, per
 # network profile (lan: the registry itself; wan: through the WAN model).
 #
@@ -192,16 +192,13 @@ if [[ -n $lz_why ]]; then
 	echo "  NOT MEASURED: $lz_why (4 goals)"
 else
 	lz_profile lan "$REGISTRY"
-	rm -f "$lz/wan.port"
-	python3 "$HERE/../rig/wanproxy.py" --upstream "$REGISTRY" --profile wan \
-		--port-file "$lz/wan.port" >"$lz/wan.log" 2>&1 &
-	lz_wan_pid=$!
-	for ((i = 0; i < 100; i++)); do
-		[[ -s $lz/wan.port ]] && break
-		sleep 0.05
-	done
-	lz_profile wan "$(cat "$lz/wan.port")"
-	kill "$lz_wan_pid" 2>/dev/null
-	wait "$lz_wan_pid" 2>/dev/null
+	if wan_proxy "$lz/wan.port" --profile wan; then
+		lz_profile wan "$(cat "$lz/wan.port")"
+	else
+		for _ in a-full a-erofs b c; do judge "" ge 1; done
+		echo "  -- wan: NOT MEASURED: wanproxy.py did not start: $(tail -n 1 "$lz/wan.port.err")"
+	fi
+	kill "$PROXY_PID" 2>/dev/null
+	wait "$PROXY_PID" 2>/dev/null
 fi
 rm -rf "$lz"

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # Section 7b of bench.sh (sourced; uses WORK, HERE, REGISTRY, ROUNDS, tmp,
-# judge, div, best_of): erofs-utils 1.9's own commands, unchanged, built
+# judge, div, best_of, wan_proxy): erofs-utils 1.9's own commands, unchanged, built
 # twice from the same source: stock (its libcurl + json-c client, the
 # build of erofs-ref.sh) and the drop-in on the library (dropin.sh).
 #
@@ -58,22 +58,15 @@ else
 		"--gzinfo=$tmp/z.zinfo"
 	# the big layer again through the WAN model (wan profile: 30 ms, 20 MB/s
 	# a connection, 160 MB/s in all), once each
-	rm -f "$tmp/wan7b.port"
-	python3 "$HERE/../rig/wanproxy.py" --upstream "$REGISTRY" --profile wan \
-		--port-file "$tmp/wan7b.port" >"$tmp/wan7b.log" 2>&1 &
-	wan7b_pid=$!
-	for ((i = 0; i < 100; i++)); do
-		[[ -s $tmp/wan7b.port ]] && break
-		sleep 0.05
-	done
+	wan_proxy "$tmp/wan7b.port" --profile wan
 	rounds7b=$ROUNDS
 	ROUNDS=1
 	dropin_row "wan: --oci=f,layer=0 of the 235 MiB tar layer" \
 		"--oci=f,insecure,$p,layer=0" "--oci=f,$p,layer=0" \
 		"$(cat "$tmp/wan7b.port")/erofs/tree-tar:v1"
 	ROUNDS=$rounds7b
-	kill "$wan7b_pid" 2>/dev/null
-	wait "$wan7b_pid" 2>/dev/null
+	kill "$PROXY_PID" 2>/dev/null
+	wait "$PROXY_PID" 2>/dev/null
 	# what each merged tree holds: entries, and .wh.* entries left in it
 	for img in layered/docker:v1 layered/whiteouts:v1; do
 		row=

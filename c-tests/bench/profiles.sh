@@ -57,7 +57,7 @@ if [[ ${#profiles[@]} -eq 0 ]]; then
 fi
 
 # shellcheck source=c-tests/bench/verdicts.sh
-. "$HERE/verdicts.sh"	# judge, div
+. "$HERE/verdicts.sh"	# judge, div, wan_proxy
 mbs() { awk -v s="$size" -v t="$1" 'BEGIN { if (t > 0) printf "%.1f MB/s", s / t / 1e6 }'; }
 
 # best NAME CMD...: the best wall time of ROUNDS runs of CMD (empty when a
@@ -124,13 +124,11 @@ for prof in "${profiles[@]}"; do
 	fi
 	host=$REGISTRY
 	if [[ $prof != lan ]]; then
-		rm -f "$tmp/port"
-		python3 "$PROXY" --upstream "$REGISTRY" --profile "$prof" --port-file "$tmp/port" 2>"$tmp/proxy.err" &
-		proxy_pid=$!
-		for _ in $(seq 50); do [[ -s $tmp/port ]] && break; sleep 0.1; done
+		wan_proxy "$tmp/port" --profile "$prof"
+		proxy_pid=$PROXY_PID
 		host=$(cat "$tmp/port" 2>/dev/null)
 		if [[ -z $host ]]; then
-			echo "  $prof: NOT MEASURED: wanproxy.py did not start: $(tail -n1 "$tmp/proxy.err")"
+			echo "  $prof: NOT MEASURED: wanproxy.py did not start: $(tail -n1 "$tmp/port.err")"
 			continue
 		fi
 		limit=$(awk -v s="$size" -v t="$total" 'BEGIN { printf "%.3f", s / (t * 1e6) }')

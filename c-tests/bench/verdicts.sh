@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-# Sourced by bench.sh and profiles.sh: how a figure becomes a verdict.
+# Sourced by bench.sh and profiles.sh: how a figure becomes a verdict, and
+# the WAN model in front of the registry.
 
 met=0
 missed=0
@@ -42,4 +43,23 @@ best_of() {
 			BEST_KIB=$kib
 		fi
 	done
+}
+
+# wan_proxy FILE ARGS...: c-tests/rig/wanproxy.py in front of $REGISTRY
+# (ARGS: --profile NAME, or --rtt-ms ...), in the background; its address
+# goes to FILE once it listens, its stderr to FILE.err. Sets PROXY_PID;
+# fails when it is not listening within 5 s.
+wan_proxy() {
+	local file=$1 i
+	shift
+	rm -f "$file"
+	python3 "$HERE/../rig/wanproxy.py" --upstream "$REGISTRY" "$@" --port-file "$file" \
+		2>"$file.err" &
+	PROXY_PID=$!
+	for ((i = 0; i < 100; i++)); do
+		[[ -s $file ]] && return 0
+		kill -0 "$PROXY_PID" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
 }

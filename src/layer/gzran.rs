@@ -333,9 +333,10 @@ fn next_window(prev: &[u8], data: &[u8]) -> Arc<[u8]> {
 /// One span inflated from its checkpoint.
 pub struct Span {
     pub data: Vec<u8>,
-    /// Whether the span's last `min(WINDOW, tail)` bytes matched the next
-    /// checkpoint's window, where `tail` is the output since the last
-    /// gzip member started in the span (0: nothing to compare).
+    /// How many of the span's last bytes were found equal to the end of
+    /// the next checkpoint's window: `min(WINDOW, tail)`, where `tail` is
+    /// the output since the last gzip member started in the span (0 when
+    /// the span ends with its member: nothing to compare).
     pub window_checked: usize,
 }
 

@@ -86,7 +86,6 @@ struct State {
     build: Build,
     /// The pass failed (a digest, CRC or data error): every read fails.
     error: Option<Error>,
-    inflated: u64,
     /// The span a reader inflated last.
     last_inflated: Option<usize>,
     /// Spans readers are inflating now.
@@ -113,7 +112,7 @@ pub struct GzipView {
 }
 
 /// `cache_dir`'s zinfo of a blob.
-pub fn cached_zinfo(cache_dir: &std::path::Path, digest: &str) -> PathBuf {
+fn cached_zinfo(cache_dir: &std::path::Path, digest: &str) -> PathBuf {
     let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
     cache_dir.join("zinfo").join(alg).join(hex)
 }
@@ -165,7 +164,6 @@ impl GzipView {
                         thread: None,
                     },
                     error: None,
-                    inflated: 0,
                     last_inflated: None,
                     inflating: Default::default(),
                 }),
@@ -176,24 +174,6 @@ impl GzipView {
 
     pub fn blob(&self) -> &Arc<Blob> {
         &self.blob
-    }
-
-    /// Spans inflated on a reader's thread (not by the pass).
-    pub fn spans_inflated(&self) -> u64 {
-        self.shared.lock().inflated
-    }
-
-    pub fn known_size(&self) -> Option<u64> {
-        self.shared.lock().end
-    }
-
-    /// The checkpoints, once they are all known.
-    pub fn zinfo(&self) -> Option<Zinfo> {
-        let st = self.shared.lock();
-        st.complete.then(|| Zinfo {
-            span: self.span,
-            points: st.points.clone(),
-        })
     }
 
     /// The uncompressed size: the last span inflated (with every
@@ -376,7 +356,6 @@ impl GzipView {
         let proves = proves_next_window(&s);
         let data = Arc::new(s.data);
         let mut st = self.shared.lock();
-        st.inflated += 1;
         st.last_inflated = Some(i);
         if next.is_none() {
             st.end = Some(cp.output + data.len() as u64);
