@@ -4,9 +4,11 @@
 # twice from the same source: stock (its libcurl + json-c client, the
 # build of erofs-ref.sh) and the drop-in on the library (dropin.sh).
 #
-#   mkfs.erofs --oci=f IMG REF                  a multi-layer image
+#   mkfs.erofs --oci=f IMG REF                  a small multi-layer image,
+#                                               and two 224 MiB gzip layers
 #   mkfs.erofs --oci=f,layer=0 IMG REF          the 235 MiB tar layer
-#   mkfs.erofs --oci=i,layer=1 --gzinfo=Z IMG REF   a gzip layer
+#   mkfs.erofs --oci=i,layer=N --gzinfo=Z IMG REF   a small and a 224 MiB
+#                                               gzip layer
 #
 # Wall time (goal: drop-in at most 0.8x stock) and peak RSS, and whether
 # the merged tree keeps deleted files (stock applies no whiteouts).
@@ -56,6 +58,11 @@ else
 	dropin_row "--oci=i,layer=1 --gzinfo of a gzip layer" \
 		"--oci=i,insecure,$p,layer=1" "--oci=i,$p,layer=1" "$REGISTRY/library/hello:latest" \
 		"--gzinfo=$tmp/z.zinfo"
+	dropin_row "--oci=f of tree-tgz:two-layers (2 x 224 MiB gzip)" \
+		"--oci=f,insecure,$p" "--oci=f,$p" "$REGISTRY/erofs/tree-tgz:two-layers"
+	dropin_row "--oci=i,layer=0 --gzinfo of the 224 MiB gzip layer" \
+		"--oci=i,insecure,$p,layer=0" "--oci=i,$p,layer=0" "$REGISTRY/erofs/tree-tgz:v1" \
+		"--gzinfo=$tmp/z.zinfo"
 	# the big layer again through the WAN model (wan profile: 30 ms, 20 MB/s
 	# a connection, 160 MB/s in all), once each
 	wan_proxy "$tmp/wan7b.port" --profile wan
@@ -64,6 +71,11 @@ else
 	dropin_row "wan: --oci=f,layer=0 of the 235 MiB tar layer" \
 		"--oci=f,insecure,$p,layer=0" "--oci=f,$p,layer=0" \
 		"$(cat "$tmp/wan7b.port")/erofs/tree-tar:v1"
+	dropin_row "wan: --oci=f of tree-tgz:two-layers" \
+		"--oci=f,insecure,$p" "--oci=f,$p" "$(cat "$tmp/wan7b.port")/erofs/tree-tgz:two-layers"
+	dropin_row "wan: --oci=i,layer=0 --gzinfo of the 224 MiB layer" \
+		"--oci=i,insecure,$p,layer=0" "--oci=i,$p,layer=0" \
+		"$(cat "$tmp/wan7b.port")/erofs/tree-tgz:v1" "--gzinfo=$tmp/z.zinfo"
 	ROUNDS=$rounds7b
 	kill "$PROXY_PID" 2>/dev/null
 	wait "$PROXY_PID" 2>/dev/null
