@@ -57,9 +57,26 @@ for i in 0 1 2; do unpack "$t/exp-layer$i" "$(blob_file "$repo" $amd $i)"; done
 hello="$REGISTRY/library/hello:latest"
 unpack "$t/exp-arm64" "$(blob_file "$hello" linux/arm64/v8 0)" "$(blob_file "$hello" linux/arm64/v8 1)"
 
+# extracted_tree NAME LABEL IMG EXPECTED LOG [FSCK_ARGS...]: fsck.erofs
+# --extract of IMG compared with the tree EXPECTED, one ok (LABEL and
+# treecmp's summary) or FAIL line; IMG and the tree are removed after
+extracted_tree() {
+    local name=$1 label=$2 img=$3 exp=$4 log=$5 out="$t/$1.out"
+    shift 5
+    if ! "$bin/fsck.erofs" "$@" --extract="$out" "$img" >>"$log" 2>&1; then
+        bad "$name: fsck.erofs --extract failed: $(tail -n 2 "$log" | tr '\n' ' ')"
+    elif python3 "$here/../rig/treecmp.py" compare "$exp" "$out" --owners >>"$log" 2>&1; then
+        ok "$name: $label$(tail -n 1 "$log" | sed 's/^treecmp: //')"
+    else
+        bad "$name: the tree differs:"
+        grep '^treecmp:' "$log" | head -n 10 | sed 's/^/    /'
+    fi
+    rm -rf "$out" "$img"
+}
+
 # mkfs_case NAME EXPECTED [--device=TAR] MKFS_OPTIONS... -- REF
 mkfs_case() {
-    local name=$1 exp=$2 img="$t/$1.erofs" log="$t/$1.log" out="$t/$1.out"
+    local name=$1 exp=$2 img="$t/$1.erofs" log="$t/$1.log"
     local fargs=() opts=()
     shift 2
     if [[ $1 == --device=* ]]; then fargs=("$1"); shift; fi
@@ -70,17 +87,8 @@ mkfs_case() {
         bad "$name: mkfs.erofs $* failed: $(grep '<E>' "$log" | head -n 2 | tr '\n' ' ')"
         return
     fi
-    if ! "$bin/fsck.erofs" "${fargs[@]}" --extract="$out" "$img" >>"$log" 2>&1; then
-        bad "$name: fsck.erofs --extract failed: $(tail -n 2 "$log" | tr '\n' ' ')"
-        return
-    fi
-    if python3 "$here/../rig/treecmp.py" compare "$exp" "$out" --owners >>"$log" 2>&1; then
-        ok "$name: mkfs.erofs ${opts[*]} IMG ${*: -1} == the layers: $(tail -n 1 "$log" | sed 's/^treecmp: //')"
-    else
-        bad "$name: the tree differs:"
-        grep '^treecmp:' "$log" | head -n 10 | sed 's/^/    /'
-    fi
-    rm -rf "$out" "$img"
+    extracted_tree "$name" "mkfs.erofs ${opts[*]} IMG ${*: -1} == the layers: " "$img" "$exp" \
+        "$log" "${fargs[@]}"
 }
 # mkfs.erofs takes OUT REF: the ref goes last
 mkfs_case oci-f-flat "$t/exp-flat" --oci=f,platform=linux/amd64 -- "$repo"
@@ -162,13 +170,8 @@ fuse_case mount-erofs-fuse-tarindex "$tgz_ref" "$manifest" \
 # The same image as one local file: erofs-utils' own tools read the tar
 # index's extra device at its unified address (flat device emulation).
 cat "$t/tgz.idx" "$tarfile" >"$t/flat.img"
-if "$bin/fsck.erofs" --extract="$t/flat-out" "$t/flat.img" >"$t/flat.log" 2>&1 &&
-    python3 "$here/../rig/treecmp.py" compare "$manifest" "$t/flat-out" --owners >>"$t/flat.log" 2>&1; then
-    ok "fsck.erofs --extract of [tar index][tar] as one file: $(tail -n 1 "$t/flat.log" | sed 's/^treecmp: //')"
-else
-    bad "fsck.erofs --extract of [tar index][tar]: $(tail -n 3 "$t/flat.log" | tr '\n' ' ')"
-fi
-rm -rf "$t/flat.img" "$t/flat-out"
+extracted_tree flat-image "fsck.erofs --extract of [tar index][tar] as one file: " \
+    "$t/flat.img" "$manifest" "$t/flat.log"
 
 # Credentials at the htpasswd + TLS and the token registries: from the
 # options, docker's config.json and a credential helper (a sandboxed HOME);
@@ -176,7 +179,7 @@ rm -rf "$t/flat.img" "$t/flat-out"
 val() { sed -n "s/^$2=//p" "$1" | head -n 1; }
 auth_case() { # auth_case NAME ENVFILE OCI_OPTS [HOME_CONFIG_JSON [HELPER_SECRET]]
     local name=$1 envf=$2 opts=$3 cfgjson=${4:-} hsecret=${5:-}
-    local reg ca digest home="$t/home-$1" img="$t/$1.erofs" out="$t/$1.out" log="$t/$1.log"
+    local reg ca digest home="$t/home-$1" img="$t/$1.erofs" log="$t/$1.log"
     reg=$(val "$envf" AUTH_REGISTRY)
     ca=$(val "$envf" AUTH_CA)
     digest=$(awk '$1 == "layer" && $2 ~ /\/private\/app:v1$/ { print $5; exit }' \
@@ -206,15 +209,11 @@ auth_case() { # auth_case NAME ENVFILE OCI_OPTS [HOME_CONFIG_JSON [HELPER_SECRET
         return
     fi
     unpack "$t/exp-$name" "$work/blobs/sha256/${digest#sha256:}"
-    if [[ $(cat "$log.rc") -ne 0 ]] ||
-        ! "$bin/fsck.erofs" --extract="$out" "$img" >>"$log" 2>&1; then
+    if [[ $(cat "$log.rc") -ne 0 ]]; then
         bad "$name: $(grep -m1 '<E>' "$log" | cut -c1-200)"
-    elif python3 "$here/../rig/treecmp.py" compare "$t/exp-$name" "$out" --owners >>"$log" 2>&1; then
-        ok "$name: $(tail -n 1 "$log" | sed 's/^treecmp: //')"
     else
-        bad "$name: the tree differs from the layer"
+        extracted_tree "$name" "" "$img" "$t/exp-$name" "$log"
     fi
-    rm -rf "$out" "$img"
 }
 basic="$work/auth-basic-tls.env"
 token="$work/auth-token.env"
