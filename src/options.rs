@@ -466,6 +466,15 @@ mod tests {
         // The cache grows to hold the readahead window.
         let o = Options::parse(Some("cache_mem=1M,readahead=8M")).unwrap();
         assert_eq!(o.cache_mem, 10 << 20);
+        // A zinfo or a tar index is of the uncompressed tar.
+        for item in ["zinfo=/etc/hostname", "tarindex=/etc/hostname"] {
+            let o = Options::parse(Some(item)).unwrap();
+            assert!(o.decompress, "{item}");
+        }
+        let o = Options::parse(Some("layer=1,tarindex=/etc/hostname,zinfo=/etc/hostname")).unwrap();
+        assert_eq!(o.tarindex, Some(PathBuf::from("/etc/hostname")));
+        assert_eq!(o.zinfo, Some(PathBuf::from("/etc/hostname")));
+        assert!(!Options::parse(Some("layer=1")).unwrap().decompress);
     }
 
     #[test]
@@ -491,6 +500,10 @@ mod tests {
             ("flatten,layer=1", "excludes"),
             ("spill=/nonexistent/dir", "spill=/nonexistent/dir"),
             ("fill=always", "fill=always"),
+            ("zinfo=/nonexistent/z", "no such file"),
+            ("tarindex", "option 'tarindex' needs a value"),
+            ("flatten,zinfo=/etc/hostname", "exclude 'flatten'"),
+            ("tarindex=/etc/hostname,flatten", "exclude 'flatten'"),
         ] {
             let e = Options::parse(Some(bad)).unwrap_err();
             assert_eq!(e.errno(), libc::EINVAL);
