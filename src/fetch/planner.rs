@@ -63,6 +63,17 @@ pub(super) trait Blocks {
     fn fetch(&mut self, from: u64, to: u64, want: Want);
 }
 
+/// Fetches blocks `[from, to)` (not empty) as `parts` contiguous fetches
+/// of about equal length, each on a connection of its own.
+fn fetch_parts(blocks: &mut impl Blocks, from: u64, to: u64, parts: u64, want: Want) {
+    let each = (to - from).div_ceil(parts.max(1));
+    let mut a = from;
+    while a < to {
+        blocks.fetch(a, (a + each).min(to), want);
+        a += each;
+    }
+}
+
 /// The reader's access pattern so far, and the blob's fixed shape.
 pub(super) struct Planner {
     nblocks: u64,
@@ -300,12 +311,7 @@ impl Planner {
             } else {
                 1
             };
-            let step = (hi - lo).div_ceil(parts);
-            let mut a = lo;
-            while a < hi {
-                blocks.fetch(a, (a + step).min(hi), Want::Range);
-                a += step;
-            }
+            fetch_parts(blocks, lo, hi, parts, Want::Range);
             planned += hi - lo;
             k = e + 1;
             self.maybe_fill(blocks);
@@ -353,11 +359,6 @@ impl Planner {
         } else {
             1
         };
-        let each = (n - start).div_ceil(parts);
-        let mut a = start;
-        while a < n {
-            blocks.fetch(a, (a + each).min(n), Want::Fill);
-            a += each;
-        }
+        fetch_parts(blocks, start, n, parts, Want::Fill);
     }
 }
