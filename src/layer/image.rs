@@ -221,7 +221,6 @@ pub fn flattened(
         .map(|d| Blob::new(registry.clone(), d.clone(), cfg.clone()).map(Arc::new))
         .collect::<Result<_>>()?;
     let bs = blobs.clone();
-    let spill = cfg.spill.clone();
     let view = StreamView::spooled(
         Arc::new(move |out: &mut dyn io::Write| {
             let top_down = bs.iter().rev().map(|b| {
@@ -230,7 +229,7 @@ pub fn flattened(
             });
             crate::layer::flatten::flatten(top_down, out).map(|_| ())
         }),
-        spill.as_deref(),
+        cfg.spill.as_deref(),
     );
     Ok(Source::View(Box::new(View {
         view,
