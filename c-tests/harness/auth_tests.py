@@ -22,7 +22,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rig"))
+RIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rig")
+sys.path.insert(0, RIG)
 import envfile  # noqa: E402  (c-tests/rig/envfile.py)
 
 WORK, FETCH = sys.argv[1], sys.argv[2]
@@ -188,6 +189,34 @@ def main():
     case("basic: a failure with tls_verify=0 carries the warning", bpriv,
          f"username={user},password=wrong-pass,tls_verify=0",
          ("error", errno.EACCES, "tls_verify=0", "credentials were refused"))
+
+    # HTTP/2 (the registry offers it over TLS) must not fold parallel Range
+    # requests into streams of one connection: a long link limits each
+    # TCP connection, and parallel requests exist to use several. Through
+    # c-tests/rig/wanproxy.py, which logs each connection it accepts.
+    port_file = os.path.join(SANDBOX, "wanproxy.port")
+    log_path = os.path.join(SANDBOX, "wanproxy.log")
+    with open(log_path, "w") as log:
+        proxy = subprocess.Popen(
+            [sys.executable, os.path.join(RIG, "wanproxy.py"), "--upstream", breg,
+             "--rtt-ms", "2", "--port-file", port_file],
+            stderr=log, env=dict(os.environ, WANPROXY_LOG="1"))
+    try:
+        for _ in range(100):
+            if os.path.exists(port_file):
+                break
+            time.sleep(0.05)
+        with open(port_file) as f:
+            via = f.read().strip()
+        case("basic: HTTP/2 offered, 4 connections read the layer in parallel",
+             f"{via}/private/app:v1", f"{good},connections=4,chunk=8K,block=4K",
+             ("ok", B_PRIV), mode=("seq", "4096"),
+             extra=lambda toks, secs: [
+                 ("on connections of their own (at least 3), not HTTP/2 streams of one",
+                  open(log_path).read().count("accept") >= 3)])
+    finally:
+        proxy.terminate()
+        proxy.wait()
 
     # --- mutual TLS (the same storage behind a registry that wants a
     # client certificate signed by its CA)

@@ -16,7 +16,14 @@ use super::Cmd;
 use crate::error::Error;
 
 pub(super) fn io_thread(rx: Receiver<Cmd>, waker_tx: Sender<MultiWaker>, dead: Arc<AtomicBool>) {
-    let multi = Multi::new();
+    let mut multi = Multi::new();
+    // No HTTP/2 multiplexing: every concurrent transfer gets a connection
+    // of its own (reused one after another), as over HTTP/1.1. Parallel
+    // Range requests exist to spread a blob over several TCP connections,
+    // each of which a long link or a CDN limits; as streams of one HTTP/2
+    // connection they would share one connection's rate (measured through
+    // the WAN model: 5.8 s for the 110 MB blob, curl's single-stream time).
+    let _ = multi.pipelining(false, false);
     if waker_tx.send(multi.waker()).is_err() {
         return;
     }
