@@ -115,6 +115,44 @@ ours_random() { "$BR" random "$1/$repo:$tag" "$2" "$RN" "$RLEN" 1; }
 refd_random() { EROFS_REF_TIMEOUT=300 "$REFD" random "$1" "$repo" "$tag" 0 "$RN" "$RLEN" 1; }
 ours_threads() { "$BR" threads "$1/$repo:$tag" fill=none "$2" "$RN" "$RLEN" 1; }
 
+# The same image in the htpasswd + TLS registry of the auth tests, which
+# offers HTTP/2: does HTTP/2 lift a connection's limit (it does not: its
+# streams share one connection), and do our parallel requests stay on
+# connections of their own there?
+tls=
+if bash "$HERE/../rig/auth-registry.sh" start "$WORK" basic-tls >"$tmp/tls.log" 2>&1; then
+	# shellcheck disable=SC1091
+	. "$WORK/auth-basic-tls.env"
+	if skopeo copy -q --src-tls-verify=false --dest-cert-dir "$AUTH_CERT_DIR" \
+		--dest-creds "$AUTH_USER:$AUTH_PASS" "docker://$REGISTRY/$repo:$tag" \
+		"docker://$AUTH_REGISTRY/$repo:$tag" >>"$tmp/tls.log" 2>&1; then
+		tls=$AUTH_REGISTRY
+	fi
+fi
+tls_curl() { curl -sf --cacert "$AUTH_CA" -u "$AUTH_USER:$AUTH_PASS" "$@"; }
+h2_one() { tls_curl --http2 -o /dev/null "https://$1/v2/$repo/blobs/$digest"; }
+# h2_streams HOST N: the blob in N ranged GETs at once, as streams of one
+# HTTP/2 connection (curl --parallel multiplexes them)
+h2_streams() {
+	local host=$1 n=$2 i part from to args=()
+	part=$(((size + n - 1) / n))
+	for ((i = 0; i < n; i++)); do
+		from=$((i * part))
+		to=$((from + part - 1))
+		((to >= size)) && to=$((size - 1))
+		((i > 0)) && args+=(-:)
+		args+=(--http2 --cacert "$AUTH_CA" -u "$AUTH_USER:$AUTH_PASS" -sf -o /dev/null
+			-r "$from-$to" "https://$host/v2/$repo/blobs/$digest")
+	done
+	curl --parallel --parallel-max "$n" "${args[@]}"
+}
+ours_tls() {
+	local out
+	out=$(BENCH_READS_HASH=0 "$BR" seq "$1/$repo:$tag" \
+		"ca=$AUTH_CA,username=$AUTH_USER,password=$AUTH_PASS" 1048576) || return 1
+	[[ $out == *" errors=0"* ]]
+}
+
 echo "9. sequential read of the $(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }') MiB blob per network profile (c-tests/rig/wanproxy.py; best of $ROUNDS)"
 for prof in "${profiles[@]}"; do
 	read -r _ rtt conn total < <(python3 "$PROXY" --list | awk -v p="$prof" '$1 == p')
@@ -225,6 +263,39 @@ for prof in "${profiles[@]}"; do
 	if [[ $prof == wan ]]; then
 		judge "$r" ge 3
 		echo "      4 threads against 1: ${r:-n/a}x (goal >= 3) $V"
+	fi
+	if [[ -n $proxy_pid ]]; then
+		kill "$proxy_pid" 2>/dev/null
+		wait "$proxy_pid" 2>/dev/null
+		proxy_pid=
+	fi
+	# HTTPS, where the registry offers HTTP/2
+	if [[ -z $tls ]]; then
+		echo "    https (HTTP/2 offered): NOT MEASURED: the TLS registry did not start or take the image: $(tail -n1 "$tmp/tls.log")"
+		[[ $prof == wan ]] && judge "" ge 5
+		continue
+	fi
+	thost=$tls
+	if [[ $prof != lan ]]; then
+		wan_proxy "$tmp/tport" --upstream "$tls" --profile "$prof"
+		proxy_pid=$PROXY_PID
+		thost=$(cat "$tmp/tport" 2>/dev/null)
+	fi
+	t_h1=$(best h2one h2_one "$thost")
+	t_h8=$(best h2streams h2_streams "$thost" 8)
+	t_ht=$(best ourstls ours_tls "$thost")
+	echo "    https from the TLS registry, which offers HTTP/2:"
+	printf '    %-44s %8s s  %s\n' "curl --http2, one stream" "${t_h1:-FAILED}" "$(mbs "${t_h1:-0}")"
+	printf '    %-44s %8s s  %s\n' "8 ranges as streams of one connection" "${t_h8:-FAILED}" "$(mbs "${t_h8:-0}")"
+	printf '    %-44s %8s s  %s\n' "ours, verified, 1M reads" "${t_ht:-FAILED}" "$(mbs "${t_ht:-0}")"
+	r=$(div "$t_h1" "$t_ht")
+	r8=$(div "$t_h8" "$t_ht")
+	lr=$(div "$limit" "$t_ht")
+	if [[ $prof == wan ]]; then
+		judge "$r" ge 5
+		echo "      against curl's one HTTP/2 stream: ${r:-n/a}x, against 8 multiplexed streams: ${r8:-n/a}x${lr:+; ${lr} of the link} (goal >= 5x the one stream) $V"
+	else
+		echo "      against curl's one HTTP/2 stream: ${r:-n/a}x, against 8 multiplexed streams: ${r8:-n/a}x${lr:+; ${lr} of the link}"
 	fi
 	if [[ -n $proxy_pid ]]; then
 		kill "$proxy_pid" 2>/dev/null

@@ -46,7 +46,8 @@ best_of() {
 }
 
 # wan_proxy FILE ARGS...: c-tests/rig/wanproxy.py in front of $REGISTRY
-# (ARGS: --profile NAME, or --rtt-ms ...), in the background; its address
+# (ARGS: --profile NAME, or --rtt-ms ...; --upstream HOST:PORT puts it in
+# front of another registry), in the background; its address
 # goes to FILE once it listens, its stderr to FILE.err. Sets PROXY_PID;
 # fails when it is not listening within 5 s.
 wan_proxy() {
