@@ -301,7 +301,7 @@ impl Blob {
         if let Some(e) = &st.poisoned {
             return Err(e.clone());
         }
-        let seq = st.planner.observe(off, len as u64, b1, sequential);
+        let seq = st.planner.observe(off, len as u64, (b0, b1), sequential);
         let mut launches = Vec::new();
         let State {
             planner,

@@ -21,7 +21,11 @@
 //!   connections share a long link (one gets a fraction of it, and CDNs
 //!   and object stores cap each); they are delivered in order to the
 //!   reader and the running hash through the block cache. The window is
-//!   then at least `connections` chunks, within the memory cache.
+//!   then at least `connections` chunks, within the memory cache. A pread
+//!   reader gets chunks too once it moves forward, found sequential or
+//!   reading on through the blocks in order (a filesystem walking its
+//!   metadata, each read not quite continuing the last): its window is
+//!   eight times the run it has followed, shared among the connections.
 //!
 //! The planner decides; the fetch table (`Blocks`) carries it out, and
 //! tells it which blocks are missing (in no tier, brought by no fetch).
@@ -90,6 +94,11 @@ pub(super) struct Planner {
     seq_end: u64,
     /// Preads in a row that continued the previous one.
     seq_streak: u32,
+    /// The run of blocks a reader moves forward through (each read in the
+    /// block where the last one ended, or the next): where it began, and
+    /// the last read's last block.
+    run_start: u64,
+    run_end: u64,
     /// Runs fetched for random (not sequential) reads so far.
     random_misses: u64,
     /// Blocks those runs asked for.
@@ -127,6 +136,8 @@ impl Planner {
             fill,
             seq_end: u64::MAX,
             seq_streak: 0,
+            run_start: u64::MAX,
+            run_end: u64::MAX - 1,
             random_misses: 0,
             random_blocks: 0,
             filling: false,
@@ -164,13 +175,13 @@ impl Planner {
         self
     }
 
-    /// Readahead for a reader now goes in parallel chunks: a read(2)
-    /// reader (pread readers found sequential keep one stream, whose
-    /// window grows as they follow), more than one connection, a registry
-    /// that honours Range, and (`auto`) a long round trip (`far`): on a
-    /// LAN one stream is as fast and costs less.
+    /// Readahead for a reader now goes in parallel chunks: more than one
+    /// connection, a registry that honours Range, and (`auto`) a long
+    /// round trip (`far`): on a LAN one stream is as fast and costs less.
+    /// A pread reader found sequential gets chunks too, within a window
+    /// that grows as it follows (see `ahead`).
     pub(super) fn chunked(&self, no_ranges: bool, far: bool) -> bool {
-        !self.ramp_next && !no_ranges && self.several(far)
+        !no_ranges && self.several(far)
     }
 
     /// More than one connection at once: asked for, or (`auto`) a long
@@ -185,8 +196,26 @@ impl Planner {
 
     /// Plans the chunks of the window from block `from` that are missing,
     /// while fewer than `connections` are in flight.
+    ///
+    /// A pread reader's window grows with the run of blocks it has moved
+    /// forward through: eight times its length, plus two blocks, up to the
+    /// whole window; its chunks are the window shared among the
+    /// connections (at most `chunk`). A filesystem that reads a few blocks
+    /// in a row is not fetched megabytes ahead; one walking a metadata
+    /// area or streaming a file soon has every connection busy.
     fn ahead(&mut self, blocks: &mut impl Blocks, from: u64) {
-        let end = (from + self.ahead_window).min(self.nblocks);
+        let (window, chunk) = match self.ramp_next {
+            true => {
+                let run = self.run_end.saturating_sub(self.run_start);
+                let w = run
+                    .saturating_mul(8)
+                    .saturating_add(2)
+                    .min(self.ahead_window);
+                (w, (w / self.connections).clamp(1, self.chunk))
+            }
+            false => (self.ahead_window, self.chunk),
+        };
+        let end = (from + window).min(self.nblocks);
         let mut in_flight = blocks.ahead_in_flight(from);
         let mut k = from;
         while k < end && in_flight < self.connections {
@@ -194,7 +223,7 @@ impl Planner {
                 k += 1;
                 continue;
             }
-            let chunk_end = ((k / self.chunk + 1) * self.chunk).min(self.nblocks);
+            let chunk_end = ((k / chunk + 1) * chunk).min(end);
             let mut e = k + 1;
             while e < chunk_end && blocks.missing(e) {
                 e += 1;
@@ -205,14 +234,28 @@ impl Planner {
         }
     }
 
-    /// Takes note of a read of `len` bytes at `off` (blocks up to `b1`);
+    /// Takes note of a read of `len` bytes at `off` (blocks `b0..=b1`);
     /// `sequential`: read(2) style. Returns whether the reader streams.
-    pub(super) fn observe(&mut self, off: u64, len: u64, b1: u64, sequential: bool) -> bool {
+    pub(super) fn observe(
+        &mut self,
+        off: u64,
+        len: u64,
+        (b0, b1): (u64, u64),
+        sequential: bool,
+    ) -> bool {
         if off == self.seq_end {
             self.seq_streak += 1;
         } else {
             self.seq_streak = 0;
         }
+        // The run of blocks the reader moves forward through: a filesystem
+        // walking its metadata reads in block order without each read
+        // continuing the last one.
+        if b0 < self.run_start || b0 > self.run_end.saturating_add(1) {
+            self.run_start = b0;
+            self.run_end = b1;
+        }
+        self.run_end = self.run_end.max(b1);
         let seq = sequential || self.seq_streak >= 2;
         self.seq_end = off + len;
         if seq {
@@ -316,12 +359,14 @@ impl Planner {
             k = e + 1;
             self.maybe_fill(blocks);
         }
-        if seq && b1 + 1 < nblocks {
-            if self.in_chunks(blocks) {
-                self.ahead(blocks, b1 + 1);
-            } else if blocks.missing(b1 + 1) {
-                blocks.fetch(b1 + 1, nblocks, self.readahead());
-            }
+        // Chunks ahead also for a reader moving forward block by block
+        // (three blocks or more so far) without each read continuing the
+        // last one: a filesystem walking its metadata.
+        let forward = self.run_end >= self.run_start + 2;
+        if b1 + 1 < nblocks && self.in_chunks(blocks) && (seq || forward) {
+            self.ahead(blocks, b1 + 1);
+        } else if seq && b1 + 1 < nblocks && blocks.missing(b1 + 1) {
+            blocks.fetch(b1 + 1, nblocks, self.readahead());
         }
     }
 
@@ -360,5 +405,89 @@ impl Planner {
             1
         };
         fetch_parts(blocks, start, n, parts, Want::Fill);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks of a blob with nothing held: what was fetched is not missing.
+    struct Fake {
+        far: bool,
+        fetched: Vec<(u64, u64, Want)>,
+    }
+
+    impl Blocks for Fake {
+        fn missing(&self, k: u64) -> bool {
+            !self.fetched.iter().any(|&(a, b, _)| k >= a && k < b)
+        }
+        fn held(&self, _: u64) -> bool {
+            false
+        }
+        fn no_ranges(&self) -> bool {
+            false
+        }
+        fn ahead_in_flight(&self, from: u64) -> u64 {
+            let ahead = self.fetched.iter().filter(|f| f.2 == Want::Ahead);
+            ahead.filter(|f| f.1 > from).count() as u64
+        }
+        fn far(&self) -> bool {
+            self.far
+        }
+        fn hash_block(&self) -> Option<u64> {
+            None
+        }
+        fn fetch(&mut self, from: u64, to: u64, want: Want) {
+            self.fetched.push((from, to, want));
+        }
+    }
+
+    /// A pread reader that walks blocks 100..=104 in order, two small
+    /// reads per block that do not continue each other (a filesystem
+    /// reading its metadata), with blocks of 1 MiB, 8 connections of
+    /// 4-block chunks (`connections=auto`).
+    fn walk(far: bool) -> Vec<(u64, u64, Want)> {
+        const BS: u64 = 1 << 20;
+        let mut p = Planner::new(1000, 64, true, true, false).parallel(None, 4 * BS, 8, 64, BS);
+        let mut b = Fake {
+            far,
+            fetched: Vec::new(),
+        };
+        for k in 100..=104u64 {
+            for off in [k * BS + 512, k * BS + 8192] {
+                let seq = p.observe(off, 100, (k, k), false);
+                p.plan(&mut b, k, k, seq);
+            }
+        }
+        b.fetched
+    }
+
+    #[test]
+    fn a_forward_walk_gets_a_growing_window_of_chunks_on_a_far_link() {
+        let f = walk(true);
+        let ahead: Vec<_> = f.iter().filter(|x| x.2 == Want::Ahead).collect();
+        assert!(!ahead.is_empty(), "no chunks ahead: {f:?}");
+        // at block 104 the run is 4 blocks long: 8 * 4 + 2 blocks ahead
+        let last = ahead.iter().map(|x| x.1).max().unwrap();
+        assert!(
+            last > 110 && last <= 105 + 34,
+            "window ends at {last}: {f:?}"
+        );
+        // nothing fetched twice
+        for k in 100..last {
+            let n = f.iter().filter(|x| k >= x.0 && k < x.1).count();
+            assert_eq!(n, 1, "block {k} in {n} fetches: {f:?}");
+        }
+    }
+
+    #[test]
+    fn the_same_walk_on_a_near_link_fetches_only_its_misses() {
+        let f = walk(false);
+        assert!(
+            f.iter().all(|x| x.2 == Want::Range && x.1 == x.0 + 1),
+            "{f:?}"
+        );
+        assert_eq!(f.len(), 5, "{f:?}");
     }
 }
