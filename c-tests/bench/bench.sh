@@ -36,8 +36,12 @@
 #      against curl + a local mount (goal >= 10x), bytes fetched for one
 #      file and for a listing (goals < 5%, < 15% of the image), reading
 #      the whole tree against a local mount (goal >= 0.7, same content),
-#      a second mount on a warm cache_dir= (goal: nothing fetched); needs
-#      /dev/fuse, else NOT MEASURED
+#      a second mount on a warm cache_dir= (goal: nothing fetched); then
+#      through the WAN model per profile, against what the link alone
+#      needs for the bytes fetched (B / total cap + one round trip; goals
+#      on wan): the first file within 5 round trips plus its bytes, the
+#      listing and the whole tree within 1.5x, the listing under 15%;
+#      needs /dev/fuse, else NOT MEASURED
 #  8b. lazy mount of an ordinary gzip layer through its tar index and zinfo
 #      (lazy-tgz.sh), on lan and through the wan model: the first file, a
 #      listing and the whole tree against a full pull + extraction and
@@ -867,10 +871,10 @@ if [[ -z $fuse_why ]]; then
 	fi
 fi
 if [[ -n $fuse_why ]]; then
-	for _ in a b-file b-list c c-check d; do
+	for _ in a b-file b-list c c-check d e-first e-bytes e-list e-tree; do
 		judge "" ge 1
 	done
-	echo "  NOT MEASURED: $fuse_why (6 goals)"
+	echo "  NOT MEASURED: $fuse_why (10 goals)"
 	echo
 	echo "8b. lazy mount of an ordinary gzip layer"
 	for _ in a-full a-erofs b c; do
@@ -1172,6 +1176,66 @@ PY
 		judge "$b" le 0
 		echo "  second mount's bytes_fetched $b (goal 0: nothing fetched again) $V"
 	fi
+
+	# e. the same image through the WAN model, per profile: the first
+	# file, a listing and the whole tree against what the link alone
+	# needs for the bytes each fetched (goals on wan)
+	echo "  e. through the WAN model (c-tests/rig/wanproxy.py), cold mounts, best of $ROUNDS:"
+	echo "     the link's need for B bytes fetched: B / total cap + one round trip"
+	while read -r prof rtt _ total; do
+		[[ $prof == lan ]] && continue
+		if ! wan_proxy "$tmp/fwan.port" --profile "$prof"; then
+			[[ $prof == wan ]] && for _ in first list-bytes list tree; do judge "" ge 1; done
+			echo "  -- $prof: NOT MEASURED: wanproxy.py did not start: $(tail -n 1 "$tmp/fwan.port.err")"
+			continue
+		fi
+		wsrc="oci://$(cat "$tmp/fwan.port")/$fx_path?$(opts layer=0)"
+		echo "  -- $prof: $rtt ms round trip, $total MB/s in total"
+		measure "fw_${prof}_first" "$ROUNDS" frun "$wsrc" "$fmnt" "$fpids" "file=$small"
+		measure "fw_${prof}_list" "$ROUNDS" frun "$wsrc" "$fmnt" "$fpids" list
+		measure "fw_${prof}_tar" "$ROUNDS" frun "$wsrc" "$fmnt" "$fpids" tar
+		kill "$PROXY_PID" 2>/dev/null
+		wait "$PROXY_PID" 2>/dev/null
+		# need BYTES [ROUND_TRIPS]: seconds the link needs for BYTES
+		need() {
+			[[ -n ${1:-} ]] && awk -v b="$1" -v t="$total" -v r="$rtt" -v n="${2:-1}" \
+				'BEGIN { printf "%.3f", b / (t * 1e6) + n * r / 1000 }'
+		}
+		# row NAME KEY LABEL GOAL_ROUND_TRIPS GOAL_FACTOR: the best run of
+		# NAME (its KEY seconds) against the link's need for its bytes
+		row() {
+			local line t b n r
+			line=$(best_run "$1" "$2")
+			t=$(tr ' ' '\n' <<<"$line" | sed -n "s/^$2=//p")
+			[[ -n $t ]] && t=$(printf '%.3f' "$t")
+			b=$(tr ' ' '\n' <<<"$line" | sed -n 's/^bytes_fetched=//p')
+			n=$(need "$b" "$4")
+			r=$(div "$t" "$n")
+			if [[ $prof == wan ]]; then
+				judge "$r" le "$5"
+				printf '  %-40s %7s s, fetched %s = %s%%: %s of the link'"'"'s %s s (goal <= %s) %s\n' \
+					"$3" "${t:-FAILED}" "$(mb "$b")" "$(pct "$b")" "${r:-n/a}" "${n:-n/a}" "$5" "$V"
+			else
+				printf '  %-40s %7s s, fetched %s = %s%%: %s of the link'"'"'s %s s\n' \
+					"$3" "${t:-FAILED}" "$(mb "$b")" "$(pct "$b")" "${r:-n/a}" "${n:-n/a}"
+			fi
+			[[ -n $t ]] || echo "    $(failure "$1")"
+		}
+		[[ $(distinct "fw_${prof}_first" sha256) == "$small_sha" ]] ||
+			echo "  first file: sha256 $(distinct "fw_${prof}_first" sha256 all), expected $small_sha"
+		row "fw_${prof}_first" first_secs "mount + read '$small'" 5 1
+		[[ $prof == wan ]] && echo "    (goal: at most 5 round trips plus its bytes at link rate)"
+		b=$(max_of "fw_${prof}_list" bytes_fetched)
+		p=$(pct "$b")
+		if [[ $prof == wan ]]; then
+			judge "$p" le 15
+			echo "  listing fetched at most $(mb "$b") = ${p:-n/a}% of the image (goal < 15%) $V"
+		fi
+		row "fw_${prof}_list" list_secs "find after the mount ($(distinct "fw_${prof}_list" entries) entries)" 1 1.5
+		row "fw_${prof}_tar" tar_secs "tar of the whole tree after the mount" 1 1.5
+		[[ $(distinct "fw_${prof}_tar" tar_bytes) == "$tbytes" ]] ||
+			echo "  the tar through $prof gave $(distinct "fw_${prof}_tar" tar_bytes all) bytes, on lan $tbytes"
+	done < <(python3 "$HERE/../rig/wanproxy.py" --list)
 
 	# ---- 8b. lazy mount of an ordinary gzip layer (same fuse_run.py) ----
 	# shellcheck source=c-tests/bench/lazy-tgz.sh
