@@ -132,6 +132,7 @@ demo: deps lib-1.9 lib-1.8 | $(BUILD)
 	bash c-tests/demo/demo.sh $(WORK) $(BUILD)
 
 bench: deps c-build-1.9
+	bash c-tests/rig/setup-deps.sh bench
 	bash c-tests/bench/bench.sh $(WORK) $(BUILD)
 
 # Installation: the artifacts cargo-c would make, made here (the crate's

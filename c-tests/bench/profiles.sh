@@ -8,7 +8,8 @@
 #   curl (one stream), 8 ranged curls at once (the proxy's own ceiling:
 #   goal >= 0.8 of the total cap), curl | openssl dgst -sha256 (a verified
 #   pipeline), skopeo copy (containers/image), containerd's ctr content
-#   fetch (when containerd is installed), erofs-utils 1.9's
+#   fetch (Debian's containerd, a fresh daemon on a private root for each
+#   fetch; setup-deps.sh bench installs it), erofs-utils 1.9's
 #   ocierofs_io_open() (when built), and ours at read sizes 4K, 32K, 1M
 #   with the default options (verified).
 #
@@ -47,6 +48,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/oci-profiles.XXXXXX")
 proxy_pid=
 cleanup() {
 	[[ -n $proxy_pid ]] && kill "$proxy_pid" 2>/dev/null
+	[[ -n ${ctd_pid:-} ]] && kill "$ctd_pid" 2>/dev/null
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -106,6 +108,64 @@ ours() {
 	local out
 	out=$(BENCH_READS_HASH=0 "$BR" seq "$1/$repo:$tag" - "$2") || return 1
 	[[ $out == *" errors=0"* ]]
+}
+# containerd (Debian's 1.6, installed by `setup-deps.sh bench`): a daemon
+# on a private root and socket, started afresh for each fetch (its content
+# store would otherwise keep the blob); ctr content fetch pulls the image
+# (manifest, config, layer) into it, digests checked
+ctd_why=
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
+	ctd_why="containerd is not installed (c-tests/rig/setup-deps.sh bench installs it)"
+fi
+ctd_pid=
+ctd_stop() {
+	if [[ -n $ctd_pid ]]; then
+		kill "$ctd_pid" 2>/dev/null
+		wait "$ctd_pid" 2>/dev/null
+		ctd_pid=
+	fi
+	rm -rf "$tmp/ctd"
+}
+ctd_start() {
+	local d=$tmp/ctd i
+	ctd_stop
+	mkdir -p "$d"
+	cat >"$d/config.toml" <<-EOF
+		version = 2
+		root = "$d/root"
+		state = "$d/state"
+		disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+		  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+		  "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
+		  "io.containerd.internal.v1.tracing"]
+		[grpc]
+		  address = "$d/containerd.sock"
+		[ttrpc]
+		  address = "$d/containerd.ttrpc.sock"
+	EOF
+	containerd --config "$d/config.toml" >"$d/log" 2>&1 &
+	ctd_pid=$!
+	for ((i = 0; i < 100; i++)); do
+		[[ -S $d/containerd.sock ]] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+ctd_fetch() {
+	ctr --address "$tmp/ctd/containerd.sock" -n bench content fetch --plain-http "$1/$repo:$tag" >/dev/null
+}
+# ctd_best HOST: the best of ROUNDS fetches, each into a fresh containerd
+ctd_best() {
+	local i s e b= err=$tmp/ctd.err
+	for ((i = 0; i < ROUNDS; i++)); do
+		ctd_start || { echo "containerd did not start: $(tail -n1 "$tmp/ctd/log")" >"$err"; b=; break; }
+		s=$EPOCHREALTIME
+		ctd_fetch "$1" 2>"$err" || { b=; break; }
+		e=$EPOCHREALTIME
+		b=$(awk -v s="$s" -v e="$e" -v b="$b" 'BEGIN { t = e - s; if (b == "" || t < b) b = t; printf "%.3f", b }')
+	done
+	ctd_stop
+	echo "$b"
 }
 refd_seq() { EROFS_REF_TIMEOUT=300 "$REFD" seq "$1" "$repo" "$tag" 0 1048576 >/dev/null; }
 # ours_random HOST OPTIONS, refd_random HOST, ours_threads HOST T: the
@@ -182,6 +242,8 @@ for prof in "${profiles[@]}"; do
 	command -v skopeo >/dev/null && t_sk=$(best skopeo skopeo_copy "$host")
 	t_ref=
 	[[ -x $REFD ]] && t_ref=$(best refd refd_seq "$host")
+	t_ctd=
+	[[ -z $ctd_why ]] && t_ctd=$(ctd_best "$host")
 	printf '    %-44s %8s s  %s\n' "curl, one stream" "${t_curl:-FAILED}" "$(mbs "${t_curl:-0}")"
 	printf '    %-44s %8s s  %s\n' "8 ranged curls at once" "${t_curl8:-FAILED}" "$(mbs "${t_curl8:-0}")"
 	printf '    %-44s %8s s  %s\n' "curl | openssl dgst -sha256" "${t_ssl:-FAILED}" "$(mbs "${t_ssl:-0}")"
@@ -190,10 +252,12 @@ for prof in "${profiles[@]}"; do
 	else
 		echo "    skopeo copy: NOT MEASURED (no skopeo)"
 	fi
-	if command -v ctr >/dev/null && command -v containerd >/dev/null; then
-		echo "    containerd ctr content fetch: NOT MEASURED (not wired into the bench yet)"
+	if [[ -z $ctd_why ]]; then
+		printf '    %-44s %8s s  %s\n' "containerd $(containerd --version | awk '{ print $3 }') ctr content fetch" \
+			"${t_ctd:-FAILED}" "$(mbs "${t_ctd:-0}")"
+		[[ -n $t_ctd ]] || echo "      $(tail -n1 "$tmp/ctd.err")"
 	else
-		echo "    containerd ctr content fetch: NOT MEASURED (containerd is not installed)"
+		echo "    containerd ctr content fetch: NOT MEASURED ($ctd_why)"
 	fi
 	if [[ -x $REFD ]]; then
 		printf '    %-44s %8s s  %s\n' "erofs-utils 1.9 ocierofs_io_open, 1M reads" "${t_ref:-FAILED}" "$(mbs "${t_ref:-0}")"
@@ -209,7 +273,7 @@ for prof in "${profiles[@]}"; do
 			echo "    the proxy's ceiling: 8 ranged curls at $r of the total cap"
 		fi
 	fi
-	peers=("$t_curl" "$t_ssl" "$t_sk" "$t_ref")
+	peers=("$t_curl" "$t_ssl" "$t_sk" "$t_ctd" "$t_ref")
 	for chunk in "${CHUNKS[@]}"; do
 		t=$(best "ours_$chunk" ours "$host" "$chunk")
 		label="ours, verified, $((chunk / 1024))K reads"

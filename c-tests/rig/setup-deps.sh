@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install (as root) the Debian 12 packages the C test rig needs.
+# Install (as root) the Debian 12 packages the C test rig needs; with
+# `bench`, also the peers only make bench runs (containerd).
 # Idempotent: when everything is already installed it does nothing.
 set -euo pipefail
 
@@ -21,6 +22,9 @@ packages=(
     time
     strace
 )
+if [[ ${1:-} == bench ]]; then
+    packages+=(containerd)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -46,5 +50,6 @@ apt-get update
 apt-get install -y "${missing[@]}"
 
 # The docker-registry package ships a service listening on :5000; the rig
-# never uses it, so it is left alone (it may or may not be running).
+# never uses it, so it is left alone (it may or may not be running). The
+# same goes for containerd's service: the bench starts its own daemon.
 exit 0
