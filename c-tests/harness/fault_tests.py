@@ -258,12 +258,24 @@ def main():
         refused = [e["range"] for e in gets if e["status"] == 429]
         return len(refused) == 1 and sum(e["range"] == refused[0] for e in gets) == 2
 
+    def at_once_after_429(s):
+        """Most blob GETs in flight at once after the 429 was answered."""
+        gets = blob_gets(s, SMALL_DIGEST)
+        refused = [e["t1"] for e in gets if e["status"] == 429 and e["t1"]]
+        if not refused:
+            return None
+        later = [e for e in gets if e["t0"] > refused[0] and e["t1"]]
+        return max((sum(o["t0"] <= e["t0"] < o["t1"] for o in later) for e in later),
+                   default=0)
+
     case("parallel readahead: 429 on the fifth connection, retried",
          [{"match": BLOB, "method": "GET", "action": "status", "code": 429,
            "headers": {"Retry-After": "1"}, "skip": 4}],
          small_ok, options=par,
-         extra=lambda s, t, k: [("the refused range asked for again, once",
-                                 refused_again(s))])
+         extra=lambda s, t, k: [
+             ("the refused range asked for again, once", refused_again(s)),
+             ("then fewer connections: at most 3 GETs at once, not 4",
+              at_once_after_429(s) in (1, 2, 3))])
     # Random preads as in the corrupted-fill case below (its 7th GET is the
     # background fill): the fill's stream stalls for 30 s, and the reads
     # go on meanwhile, their misses fetched on their own (40 reads 0.3 s

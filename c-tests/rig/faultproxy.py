@@ -290,7 +290,7 @@ class Stats:
     def begin(self, listener, method, path, rng, auth):
         entry = {"listener": listener, "method": method, "path": path,
                  "range": rng, "auth": auth, "status": None, "rule": None,
-                 "bytes": 0}
+                 "bytes": 0, "t0": time.monotonic(), "t1": None}
         with self.lock:
             self.total += 1
             self.by_listener[listener] = self.by_listener.get(listener, 0) + 1
@@ -727,6 +727,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 socket.timeout) as e:
             entry["error"] = f"client: {e.__class__.__name__}"
             self.close_connection = True
+        entry["t1"] = time.monotonic()
         log(f"{self.listener} {method} {path} range={entry['range']} "
             f"auth={auth} -> {entry['status']} rule={action} "
             f"bytes={entry['bytes']}" +

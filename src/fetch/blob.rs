@@ -425,6 +425,17 @@ impl Blob {
                 f.phase = Phase::Starting;
                 st = self.restart(st, id, Duration::ZERO, true);
             } else if e.is_retryable() && f.attempts < self.cfg.retries {
+                if e.status() == Some(429) {
+                    let others = st
+                        .fetches
+                        .map
+                        .iter()
+                        .filter(|(other, _)| **other != id)
+                        .filter(|(_, g)| matches!(g.phase, Phase::Starting | Phase::Running))
+                        .count();
+                    st.planner.fewer_connections(others as u64);
+                }
+                let f = st.fetches.map.get_mut(&id).expect("covering fetch exists");
                 let delay = backoff(f.attempts, e.retry_after());
                 f.attempts += 1;
                 f.restarting = true;

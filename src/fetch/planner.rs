@@ -99,6 +99,8 @@ pub(super) struct Planner {
     /// the last read's last block.
     run_start: u64,
     run_end: u64,
+    /// Reads in that run.
+    run_reads: u32,
     /// Runs fetched for random (not sequential) reads so far.
     random_misses: u64,
     /// Blocks those runs asked for.
@@ -138,6 +140,7 @@ impl Planner {
             seq_streak: 0,
             run_start: u64::MAX,
             run_end: u64::MAX - 1,
+            run_reads: 0,
             random_misses: 0,
             random_blocks: 0,
             filling: false,
@@ -184,6 +187,16 @@ impl Planner {
         !no_ranges && self.several(far)
     }
 
+    /// A registry refused a request (429) while `others` of ours were in
+    /// flight: it allows about that many at once, so from now on no more
+    /// than that go out together (a lone refusal is about the rate, not
+    /// about parallelism: its Retry-After is enough).
+    pub(super) fn fewer_connections(&mut self, others: u64) {
+        if others >= 1 && others < self.connections {
+            self.connections = others;
+        }
+    }
+
     /// More than one connection at once: asked for, or (`auto`) a long
     /// round trip.
     fn several(&self, far: bool) -> bool {
@@ -223,7 +236,16 @@ impl Planner {
                 k += 1;
                 continue;
             }
-            let chunk_end = ((k / chunk + 1) * chunk).min(end);
+            // Toward the end of a blob longer than one round of chunks,
+            // the chunks shrink, so that every connection still has a
+            // share of what is left and they end together, instead of
+            // the last chunks on a few connections.
+            let tail = (self.nblocks - k).div_ceil(self.connections).max(1);
+            let chunk_end = if tail < chunk && self.nblocks > self.connections * chunk {
+                (k + tail).min(end)
+            } else {
+                ((k / chunk + 1) * chunk).min(end)
+            };
             let mut e = k + 1;
             while e < chunk_end && blocks.missing(e) {
                 e += 1;
@@ -254,8 +276,10 @@ impl Planner {
         if b0 < self.run_start || b0 > self.run_end.saturating_add(1) {
             self.run_start = b0;
             self.run_end = b1;
+            self.run_reads = 0;
         }
         self.run_end = self.run_end.max(b1);
+        self.run_reads = self.run_reads.saturating_add(1);
         let seq = sequential || self.seq_streak >= 2;
         self.seq_end = off + len;
         if seq {
@@ -360,9 +384,10 @@ impl Planner {
             self.maybe_fill(blocks);
         }
         // Chunks ahead also for a reader moving forward block by block
-        // (three blocks or more so far) without each read continuing the
-        // last one: a filesystem walking its metadata.
-        let forward = self.run_end >= self.run_start + 2;
+        // (three blocks or more so far, in three reads or more) without
+        // each read continuing the last one: a filesystem walking its
+        // metadata. (One long read is not a run.)
+        let forward = self.run_end >= self.run_start + 2 && self.run_reads >= 3;
         if b1 + 1 < nblocks && self.in_chunks(blocks) && (seq || forward) {
             self.ahead(blocks, b1 + 1);
         } else if seq && b1 + 1 < nblocks && blocks.missing(b1 + 1) {
