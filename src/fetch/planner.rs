@@ -13,8 +13,9 @@
 //!   goes parallel, a run of several blocks is split into up to
 //!   `connections` Range requests in flight at once.
 //! - The background fill: once random reads have asked for a quarter of
-//!   the blob's blocks, the rest in one stream (where readahead goes
-//!   parallel, in as many streams as connections, each over a part).
+//!   the blob's blocks, the rest in one stream; where readahead goes
+//!   parallel, in as many streams as connections, each over a part, and
+//!   as many times sooner (a quarter divided by the connections).
 //! - Parallel readahead (`connections=` above 1): a read(2) reader gets
 //!   its window ahead as chunks of `chunk=` bytes, each a Range request of
 //!   its own, up to `connections` in flight, so that several TCP
@@ -396,7 +397,8 @@ impl Planner {
     }
 
     /// Background fill: once random reads have asked for a quarter of
-    /// the blob's blocks, the rest is likely wanted too, and one streaming
+    /// the blob's blocks (divided by the parts it goes as), the rest is
+    /// likely wanted too, and one streaming
     /// GET of it costs less than the round trips of its blocks one by one
     /// (as stargz/SOCI snapshotters fetch whole layers in the background).
     /// Only where the blocks stay (the memory cache holds the blob, or a
@@ -404,12 +406,19 @@ impl Planner {
     /// running hash stands, so the whole blob ends up verified.
     fn maybe_fill(&mut self, blocks: &mut impl Blocks) {
         let n = self.nblocks;
+        // Where the fill goes as parallel parts, it brings the blob that
+        // many times faster than the misses (each a round trip plus one
+        // connection's rate for its bytes): it pays off that much sooner.
+        let parts = match self.several(blocks.far()) {
+            true => self.connections,
+            false => 1,
+        };
         if !self.fill
             || self.filling
             || blocks.no_ranges()
             || !self.holds
             || n < 8
-            || self.random_blocks * 4 < n
+            || self.random_blocks * 4 * parts < n
         {
             return;
         }
