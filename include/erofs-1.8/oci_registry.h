@@ -155,8 +155,9 @@ void close_oci_registry(struct erofs_vfile *vf);
  * evicted from memory to a private unlinked file (`spill=`, in $TMPDIR or
  * /var/tmp; `spill=none` refetches them instead), and once random reads
  * have asked for a quarter of its blocks the rest is fetched in the
- * background in one stream (from a far registry: one per connection, and
- * that many times sooner; `fill=none` turns that off). Transient failures (dropped connections,
+ * background in one stream (from a far registry: one per connection, once
+ * they have made as many misses as a quarter of the blocks divided by the
+ * connections; `fill=none` turns that off). Transient failures (dropped connections,
  * 5xx, 429) are retried (`retries=`, 4) and resumed from the byte where
  * they stopped.
  *

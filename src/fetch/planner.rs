@@ -15,7 +15,8 @@
 //! - The background fill: once random reads have asked for a quarter of
 //!   the blob's blocks, the rest in one stream; where readahead goes
 //!   parallel, in as many streams as connections, each over a part, and
-//!   as many times sooner (a quarter divided by the connections).
+//!   as many times sooner (a quarter divided by the connections, counted
+//!   in misses: round trips are what the fill saves).
 //! - Parallel readahead (`connections=` above 1): a read(2) reader gets
 //!   its window ahead as chunks of `chunk=` bytes, each a Range request of
 //!   its own, up to `connections` in flight, so that several TCP
@@ -397,8 +398,9 @@ impl Planner {
     }
 
     /// Background fill: once random reads have asked for a quarter of
-    /// the blob's blocks (divided by the parts it goes as), the rest is
-    /// likely wanted too, and one streaming
+    /// the blob's blocks (from a far registry: made a quarter of its
+    /// blocks divided by the connections in misses), the rest is likely
+    /// wanted too, and one streaming
     /// GET of it costs less than the round trips of its blocks one by one
     /// (as stargz/SOCI snapshotters fetch whole layers in the background).
     /// Only where the blocks stay (the memory cache holds the blob, or a
@@ -406,19 +408,16 @@ impl Planner {
     /// running hash stands, so the whole blob ends up verified.
     fn maybe_fill(&mut self, blocks: &mut impl Blocks) {
         let n = self.nblocks;
-        // Where the fill goes as parallel parts, it brings the blob that
-        // many times faster than the misses (each a round trip plus one
-        // connection's rate for its bytes): it pays off that much sooner.
-        let parts = match self.several(blocks.far()) {
-            true => self.connections,
-            false => 1,
+        // Where the fill goes as parallel parts (a far registry), it
+        // brings the blob that many times faster than the misses, each a
+        // round trip plus one connection's rate for its bytes: it pays
+        // off that many times sooner, counted in round trips (a quarter
+        // of the blocks divided by the connections, in misses).
+        let asked = match self.several(blocks.far()) {
+            true => (self.random_misses * self.connections).max(self.random_blocks),
+            false => self.random_blocks,
         };
-        if !self.fill
-            || self.filling
-            || blocks.no_ranges()
-            || !self.holds
-            || n < 8
-            || self.random_blocks * 4 * parts < n
+        if !self.fill || self.filling || blocks.no_ranges() || !self.holds || n < 8 || asked * 4 < n
         {
             return;
         }
@@ -513,6 +512,37 @@ mod tests {
             let n = f.iter().filter(|x| k >= x.0 && k < x.1).count();
             assert_eq!(n, 1, "block {k} in {n} fetches: {f:?}");
         }
+    }
+
+    /// Single-block random reads of a 106-block blob (8 connections):
+    /// the fills they start.
+    fn random_reads(far: bool, reads: &[u64]) -> Vec<(u64, u64, Want)> {
+        const BS: u64 = 1 << 20;
+        let mut p = Planner::new(106, 32, true, true, true).parallel(None, 4 * BS, 8, 64, BS);
+        let mut b = Fake {
+            far,
+            fetched: Vec::new(),
+        };
+        for &k in reads {
+            let seq = p.observe(k * BS + 100, 4096, (k, k), false);
+            p.plan(&mut b, k, k, seq);
+        }
+        b.fetched
+            .into_iter()
+            .filter(|x| x.2 == Want::Fill)
+            .collect()
+    }
+
+    #[test]
+    fn the_fill_starts_after_fewer_misses_on_a_far_link() {
+        // 106 blocks / 4 / 8 connections: the 4th miss starts the fill, as
+        // one part per connection, over the whole blob
+        assert!(random_reads(true, &[10, 50, 90]).is_empty());
+        let fill = random_reads(true, &[10, 50, 90, 30]);
+        assert_eq!(fill.len(), 8, "{fill:?}");
+        assert_eq!((fill[0].0, fill[7].1), (0, 106), "{fill:?}");
+        // near: a quarter of the blocks (27) first
+        assert!(random_reads(false, &[10, 50, 90, 30, 70]).is_empty());
     }
 
     #[test]
