@@ -363,6 +363,28 @@ impl Blob {
             if let Some(e) = &st.poisoned {
                 return Err(e.clone());
             }
+            if seq {
+                // While a streaming reader waits, chunks ahead that end
+                // are followed at once (not at its next read).
+                let State {
+                    planner,
+                    fetches,
+                    mem,
+                    no_ranges,
+                    ..
+                } = &mut *st;
+                planner.top_up(
+                    &mut Table {
+                        inner,
+                        mem,
+                        fetches,
+                        no_ranges: *no_ranges,
+                        far: self.far(),
+                        launches: &mut launches,
+                    },
+                    b1 + 1,
+                );
+            }
         }
         // Forget finished fetches.
         st.fetches

@@ -258,6 +258,14 @@ impl Planner {
         }
     }
 
+    /// Keeps the chunks ahead of a streaming reader in flight from block
+    /// `from` on, while it waits for a block.
+    pub(super) fn top_up(&mut self, blocks: &mut impl Blocks, from: u64) {
+        if from < self.nblocks && self.in_chunks(blocks) {
+            self.ahead(blocks, from);
+        }
+    }
+
     /// Takes note of a read of `len` bytes at `off` (blocks `b0..=b1`);
     /// `sequential`: read(2) style. Returns whether the reader streams.
     pub(super) fn observe(
