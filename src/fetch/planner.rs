@@ -408,9 +408,9 @@ impl Planner {
     /// Background fill: once random reads have asked for a quarter of
     /// the blob's blocks (from a far registry: made a quarter of its
     /// blocks divided by the connections in misses), the rest is likely
-    /// wanted too, and one streaming
-    /// GET of it costs less than the round trips of its blocks one by one
-    /// (as stargz/SOCI snapshotters fetch whole layers in the background).
+    /// wanted too, and one streaming GET of it costs less than the round
+    /// trips of its blocks one by one (as stargz/SOCI snapshotters fetch
+    /// whole layers in the background).
     /// Only where the blocks stay (the memory cache holds the blob, or a
     /// spill file or cache_dir takes what it evicts). It starts where the
     /// running hash stands, so the whole blob ends up verified.
