@@ -15,6 +15,10 @@ Usage:
   wanproxy.py --upstream HOST:PORT --rtt-ms R [--conn-mbps C] [--total-mbps T] --port-file FILE
   wanproxy.py --list            the profiles, one "NAME RTT_MS CONN TOTAL" line each
 
+With WANPROXY_LOG=1 in the environment it writes a line to stderr for
+each connection it accepts ("accept TIME") and closes ("close TIME
+BYTES", BYTES what it passed down to the client).
+
 Rates are in MB/s (10^6 bytes); 0 means no cap. FILE gets
 "127.0.0.1:PORT" once the proxy listens; SIGTERM or SIGINT stop it.
 """
@@ -100,6 +104,7 @@ class Pipe:
         self.queued = 0
         self.cond = threading.Condition()
         self.eof = False
+        self.passed = 0
 
     def read(self):
         try:
@@ -134,6 +139,7 @@ class Pipe:
                     t = b.book(len(data), t)
                 sleep_until(t)
                 self.dst.sendall(data)
+                self.passed += len(data)
                 with self.cond:
                     self.queued -= len(data)
                     self.cond.notify_all()
@@ -164,9 +170,12 @@ def serve(client, addr, one_way, conn_rate, total):
     limit = max(1 << 20, int(2 * rate * one_way * 2))
     down = [b for b in (Bucket(conn_rate, DEPTH), total) if b.rate]
     threads = Pipe(client, upstream, one_way, [], limit).start()
-    threads += Pipe(upstream, client, one_way, down, limit).start()
+    downstream = Pipe(upstream, client, one_way, down, limit)
+    threads += downstream.start()
     for t in threads:
         t.join()
+    if os.environ.get("WANPROXY_LOG"):
+        print("close", time.monotonic(), downstream.passed, file=sys.stderr, flush=True)
     close_quietly(client)
     close_quietly(upstream)
 

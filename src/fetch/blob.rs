@@ -118,6 +118,10 @@ pub(super) struct State {
     /// Set once the digest check failed: every read fails after that.
     pub(super) poisoned: Option<Error>,
     pub(super) stats: Stats,
+    /// Readers waiting for a block that is arriving: its bytes so far
+    /// may already hold what they want (`Inner::early`), so deliveries
+    /// wake them.
+    pub(super) early_waiters: u32,
 }
 
 pub(super) struct Inner {
@@ -151,6 +155,43 @@ impl Inner {
 
     pub(super) fn nblocks(&self) -> u64 {
         self.size.div_ceil(self.block)
+    }
+
+    /// The bytes of block `k` that `[off, end)` covers, copied into `out`
+    /// from a fetch that is receiving the block and has received them
+    /// already: a read of a few bytes of a block a long link is still
+    /// bringing (the fetch starts at the block's first byte and one
+    /// connection's rate brings the rest) need not wait for all of it.
+    /// Those bytes are what the registry sent for that range, as a whole
+    /// block's would be. Not the blob's last block: a stream to the end
+    /// holds it back until the digest has judged the blob.
+    pub(super) fn early(
+        &self,
+        st: &State,
+        k: u64,
+        (off, end): (u64, u64),
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let bs = self.block;
+        let blk_off = k * bs;
+        if blk_off + bs >= self.size {
+            return None;
+        }
+        let from = off.max(blk_off);
+        let to = end.min(blk_off + bs);
+        st.fetches.map.values().find_map(|f| {
+            let arrived = f.next_off;
+            let here = arrived / bs == k
+                && arrived >= to
+                && f.partial.len() as u64 == arrived - blk_off
+                && !matches!(f.phase, Phase::Done);
+            here.then(|| {
+                let n = (to - from) as usize;
+                let at = (from - blk_off) as usize;
+                out[..n].copy_from_slice(&f.partial[at..at + n]);
+                n
+            })
+        })
     }
 }
 
@@ -204,6 +245,7 @@ impl Blob {
                 planner,
                 no_ranges: false,
                 poisoned: None,
+                early_waiters: 0,
                 stats: Stats::default(),
             }),
             cond: Condvar::new(),
@@ -359,6 +401,12 @@ impl Blob {
                 missed = false;
                 continue;
             }
+            if let Some(n) = inner.early(&st, k, (off, end), &mut buf[copied..]) {
+                copied += n;
+                k += 1;
+                missed = false;
+                continue;
+            }
             st = self.await_block(st, k, b1, seq, &mut launches)?;
             if let Some(e) = &st.poisoned {
                 return Err(e.clone());
@@ -447,16 +495,6 @@ impl Blob {
                 f.phase = Phase::Starting;
                 st = self.restart(st, id, Duration::ZERO, true);
             } else if e.is_retryable() && f.attempts < self.cfg.retries {
-                if e.status() == Some(429) {
-                    let others = st
-                        .fetches
-                        .map
-                        .iter()
-                        .filter(|(other, _)| **other != id)
-                        .filter(|(_, g)| matches!(g.phase, Phase::Starting | Phase::Running))
-                        .count();
-                    st.planner.fewer_connections(others as u64);
-                }
                 let f = st.fetches.map.get_mut(&id).expect("covering fetch exists");
                 let delay = backoff(f.attempts, e.retry_after());
                 f.attempts += 1;
@@ -480,7 +518,9 @@ impl Blob {
                 }
                 st.planner.hint = st.planner.hint.max(k);
             }
+            st.early_waiters += 1;
             st = inner.wait(st);
+            st.early_waiters -= 1;
         }
         Ok(st)
     }

@@ -310,6 +310,20 @@ impl Inner {
     /// The outcome of a fetch attempt.
     fn conclude(&self, id: u64, gen: u64, outcome: Result<()>) {
         let mut st = self.lock();
+        if let Err(e) = &outcome {
+            if e.status() == Some(429) {
+                // Counted when the refusal arrives, not when a reader
+                // next looks: by then the others may have finished.
+                let others = st
+                    .fetches
+                    .map
+                    .iter()
+                    .filter(|(other, _)| **other != id)
+                    .filter(|(_, g)| matches!(g.phase, Phase::Starting | Phase::Running))
+                    .count();
+                st.planner.fewer_connections(others as u64);
+            }
+        }
         let State { fetches, mem, .. } = &mut *st;
         if let Some(f) = fetches.map.get_mut(&id) {
             if f.gen == gen && !matches!(f.phase, Phase::Done) {
@@ -365,6 +379,7 @@ impl BodyTarget for BlockSink {
         let mut st = inner.lock();
         let hint = st.planner.hint;
         let no_ranges = st.no_ranges;
+        let wake = st.early_waiters > 0;
         let State {
             fetches,
             stats,
@@ -443,6 +458,10 @@ impl BodyTarget for BlockSink {
         }
         let reached_end = f.next_off == f.end_off && !stop;
         drop(st);
+        if wake && done_blocks.is_empty() {
+            // A reader may want bytes of the block now arriving.
+            inner.cond.notify_all();
+        }
         if !done_blocks.is_empty() || reached_end {
             let (inner, id, gen) = (self.inner.clone(), self.id, self.gen);
             self.run(Box::new(move || {

@@ -50,6 +50,20 @@ impl Policy {
     }
 }
 
+/// Connections opened to a registry beside the first request's (once per
+/// process): a lazy reader's dependent misses each find one ready while
+/// the block before still streams on its own.
+const WARM_CONNECTIONS: usize = 2;
+
+/// The request that opens a warm connection: the API version check, which
+/// every registry answers (200, or 401 before credentials) with a few
+/// bytes; it carries no credentials.
+fn warm_request(policy: &Policy, base: &str) -> Request {
+    let mut r = policy.request("open a connection", format!("{base}/v2/"));
+    r.max_body = Some(64 * 1024);
+    r
+}
+
 /// Wait before retry `attempt` (0-based): exponential from 100 ms with
 /// jitter, capped at 10 s; at least what the server's Retry-After asked
 /// (itself capped at 60 s).
@@ -157,6 +171,9 @@ impl Registry {
                 format!("{base}/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
             ));
             let more = i + 1 < schemes.len();
+            if i == 0 {
+                transport.warm(&base, &warm_request(policy, &base), WARM_CONNECTIONS);
+            }
             let sent = Instant::now();
             match fetch_retrying(&transport, &req, policy.retries) {
                 Err(e) if more && (e.is_tls_handshake() || *scheme == "http") => {

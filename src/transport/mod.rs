@@ -15,7 +15,7 @@ mod receive;
 mod request;
 mod transfer;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -64,6 +64,8 @@ pub struct Transport {
     dead: Arc<AtomicBool>,
     post_tx: Mutex<Option<Sender<Job>>>,
     post_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The hosts `warm` has opened connections to.
+    warmed: Mutex<HashSet<String>>,
 }
 
 /// Work the I/O thread hands on (hashing, publishing blocks), run in
@@ -148,6 +150,7 @@ impl Transport {
             dead,
             post_tx: Mutex::new(Some(post_tx)),
             post_thread: Mutex::new(Some(post_thread)),
+            warmed: Mutex::new(HashSet::new()),
         })
     }
 
@@ -224,7 +227,31 @@ impl Transport {
             url: req.url.clone(),
             step: req.step,
             finished: false,
+            detached: false,
         })
+    }
+
+    /// Sends `n` copies of `req` (a request with a small answer) without
+    /// waiting for them, the first time it is asked for `host` in this
+    /// process: sent while the caller's own first request is in flight,
+    /// each opens a connection of its own, and those wait in the pool.
+    /// A reader far from the registry then does not pay a connection's
+    /// set-up (one more round trip, and TLS's) on each of its first
+    /// misses while the earlier ones still stream. Their answers, and
+    /// their failures, are nobody's concern.
+    pub fn warm(self: &Arc<Self>, host: &str, req: &Request, n: usize) {
+        let first = self
+            .warmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_string());
+        if first {
+            for _ in 0..n {
+                if let Ok(t) = self.start_transfer(req) {
+                    t.detach();
+                }
+            }
+        }
     }
 
     /// Runs a request whose body is small, and returns it whole.

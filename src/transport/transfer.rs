@@ -19,6 +19,8 @@ pub struct Transfer {
     pub(super) url: String,
     pub(super) step: &'static str,
     pub(super) finished: bool,
+    /// Let run to its end with nobody reading (`detach`).
+    pub(super) detached: bool,
 }
 
 impl Transfer {
@@ -136,7 +138,7 @@ impl Transfer {
 
 impl Drop for Transfer {
     fn drop(&mut self) {
-        if self.is_stale() {
+        if self.is_stale() || self.detached {
             return;
         }
         let mut st = self.shared.lock();
@@ -146,6 +148,15 @@ impl Drop for Transfer {
         if running && !self.finished {
             self.transport.send(Cmd::Cancel(self.token));
         }
+    }
+}
+
+impl Transfer {
+    /// Lets the transfer run to its end with nobody waiting for it: its
+    /// connection then goes back to the pool (a small body, bounded by
+    /// the request's `max_body`, is received and dropped).
+    pub fn detach(mut self) {
+        self.detached = true;
     }
 }
 
