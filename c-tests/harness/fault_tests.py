@@ -12,6 +12,7 @@ Authorization header at the redirect target).
 """
 
 import errno
+import hashlib
 import json
 import os
 import subprocess
@@ -96,7 +97,8 @@ def check(name, cond, detail):
 
 def case(name, rules, expect, ref=SMALL_REF, options="layer=1,platform=linux/amd64",
          mode=("seq",), extra=None, env=None):
-    """expect: ("ok", digest) | ("random",) | ("error", errno, substring)"""
+    """expect: ("ok", digest) | ("random",) | ("at", [(off, len)...])
+    | ("error", errno, substring)"""
     only = os.environ.get("CASES")
     if only and only not in name:
         return
@@ -111,6 +113,12 @@ def case(name, rules, expect, ref=SMALL_REF, options="layer=1,platform=linux/amd
         check(name, out.startswith(want), f"want '{want}...', got '{out}'")
     elif expect[0] == "random":
         check(name, out.startswith("ok random"), f"got '{out}'")
+    elif expect[0] == "at":
+        with open(BLOB_FILE, "rb") as f:
+            data = f.read()
+        want = "ok at " + " ".join(
+            f"{n}:{hashlib.sha256(data[o:o + n]).hexdigest()}" for o, n in expect[1])
+        check(name, out == want, f"want '{want}', got '{out}'")
     else:
         parts = out.split(" ", 2)
         ok = (len(parts) == 3 and parts[0] == "error"
@@ -252,6 +260,23 @@ def main():
              ("a GET resumes the dropped part 30000 bytes in",
               any(r.startswith(f"bytes={int(q.split('=')[1].split('-')[0]) + 30000}-")
                   for q in ranged(s)[3:4] for r in ranged(s)[4:]))])
+
+    # A small pread deep in a block that a far registry (each answer 30 ms
+    # late, as over a long link) brings slowly (1 MB/s): its page and the
+    # next 64 KiB come in a Range request of their own beside the block's,
+    # and a pread 8 KiB on is served from them without another request.
+    deep = (1 << 20) + 900000
+    page = deep - deep % 4096
+    reads = [(deep, 4096), (deep + 8192, 4096)]
+    case("a pread deep in a block still arriving: a Range request of its own",
+         [{"match": MANIFEST, "action": "delay", "seconds": 0.03, "times": -1},
+          {"match": BLOB, "method": "GET", "action": "throttle", "rate": 1000000,
+           "times": -1}],
+         ("at", reads), mode=("at", *[str(x) for r in reads for x in r]),
+         extra=lambda s, t, k: [
+             ("the block asked for whole, then 64 KiB from the pread's page",
+              ranged(s) == [f"bytes={1 << 20}-{(2 << 20) - 1}",
+                            f"bytes={page}-{page + 65535}"])])
 
     def refused_again(s):
         gets = blob_gets(s, SMALL_DIGEST)

@@ -52,6 +52,18 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::options::{Options, Verify};
 use crate::registry::{backoff, BlobDesc, Registry};
+use crate::transport::Request;
+
+/// A read this far (or more) past what has arrived of its block is sent
+/// on its own (`Blob::direct`)...
+const DIRECT_DEPTH: u64 = 64 * 1024;
+/// ... while at most this many fetches run (the block's own among them:
+/// the connections `Transport::warm` keeps ready, less one) ...
+const DIRECT_BESIDE: usize = 2;
+/// ... and when it asks for at most this many bytes. It brings
+/// DIRECT_SPAN bytes from the read's page on (kept in `State::side`).
+const DIRECT_MAX: u64 = 64 * 1024;
+const DIRECT_SPAN: u64 = 64 * 1024;
 
 /// How a blob is read.
 #[derive(Debug, Clone)]
@@ -122,6 +134,9 @@ pub(super) struct State {
     /// may already hold what they want (`Inner::early`), so deliveries
     /// wake them.
     pub(super) early_waiters: u32,
+    /// The bytes the last direct read brought (`Blob::direct`), from
+    /// the offset given.
+    pub(super) side: Option<(u64, Vec<u8>)>,
 }
 
 pub(super) struct Inner {
@@ -246,6 +261,7 @@ impl Blob {
                 no_ranges: false,
                 poisoned: None,
                 early_waiters: 0,
+                side: None,
                 stats: Stats::default(),
             }),
             cond: Condvar::new(),
@@ -378,6 +394,7 @@ impl Blob {
         let mut copied = 0usize;
         let mut k = b0;
         let mut missed = false;
+        let mut tried_direct = false;
         while k <= b1 {
             if !launches.is_empty() {
                 drop(st);
@@ -406,6 +423,17 @@ impl Blob {
                 k += 1;
                 missed = false;
                 continue;
+            }
+            if !seq && !tried_direct && b0 == b1 {
+                tried_direct = true;
+                let got;
+                (st, got) = self.direct(st, k, (off, end), &mut buf[copied..]);
+                if let Some(n) = got {
+                    copied += n;
+                    k += 1;
+                    missed = false;
+                    continue;
+                }
             }
             st = self.await_block(st, k, b1, seq, &mut launches)?;
             if let Some(e) = &st.poisoned {
@@ -523,6 +551,100 @@ impl Blob {
             st.early_waiters -= 1;
         }
         Ok(st)
+    }
+
+    /// A small read deep in block `k`, which a fetch from a far registry
+    /// has only begun to bring: its bytes in a Range request of their
+    /// own, beside that fetch, on a connection kept ready (see
+    /// `Transport::warm`). A connection brings a block at its own rate
+    /// (and a new one, in slow start, more slowly still), so a read near
+    /// the end of a 1 MiB block would wait for most of the block after
+    /// the round trip; this way it waits about the round trip. The fetch
+    /// still brings the block for the cache. Only where few fetches are
+    /// running (else no connection is likely to be free, and a new one
+    /// costs more than the wait); None when not tried or it failed: the
+    /// caller waits for the block as usual.
+    fn direct<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        k: u64,
+        (off, end): (u64, u64),
+        out: &mut [u8],
+    ) -> (MutexGuard<'a, State>, Option<usize>) {
+        let inner = &self.inner;
+        let bs = inner.block;
+        let to = end.min((k * bs + bs).min(inner.size));
+        if let Some((at, bytes)) = &st.side {
+            if off >= *at && to <= at + bytes.len() as u64 {
+                let from = (off - at) as usize;
+                let n = (to - off) as usize;
+                out[..n].copy_from_slice(&bytes[from..from + n]);
+                return (st, Some(n));
+            }
+        }
+        let running = st
+            .fetches
+            .map
+            .values()
+            .filter(|f| matches!(f.phase, Phase::Starting | Phase::Running))
+            .count();
+        let behind = st
+            .fetches
+            .covering(k, bs, inner.window, st.no_ranges)
+            .and_then(|id| st.fetches.map.get(&id))
+            .is_some_and(|f| f.next_off + DIRECT_DEPTH <= off);
+        if !behind
+            || running > DIRECT_BESIDE
+            || st.no_ranges
+            || !self.far()
+            || to - off > DIRECT_MAX
+        {
+            return (st, None);
+        }
+        drop(st);
+        // From the read's page on, DIRECT_SPAN bytes (within the block):
+        // the reads that follow it nearby are served from them too.
+        let at = off - off % 4096;
+        let stop = (at + DIRECT_SPAN)
+            .max(to)
+            .min((k * bs + bs).min(inner.size));
+        let mut req = Request::get("read blob", self.url.clone());
+        req.follow = true;
+        req.range = Some((at, Some(stop - 1)));
+        req.max_body = Some(stop - at);
+        let mut bytes = vec![0u8; (stop - at) as usize];
+        let got = self.direct_get(&req, &mut bytes);
+        let mut st = inner.lock();
+        st.stats.requests += 1;
+        if got.is_none() {
+            return (st, None);
+        }
+        st.stats.bytes_fetched += stop - at;
+        let from = (off - at) as usize;
+        let n = (to - off) as usize;
+        out[..n].copy_from_slice(&bytes[from..from + n]);
+        st.side = Some((at, bytes));
+        (st, Some(n))
+    }
+
+    /// Sends `req` (one attempt: on any failure the caller waits for the
+    /// block instead) and fills `out` from its 206 answer.
+    fn direct_get(&self, req: &Request, out: &mut [u8]) -> Option<usize> {
+        let mut t = self.registry.begin_to(req, &mut || None).ok()?.ok()?;
+        let (status, _) = t.wait_headers().ok()?;
+        if status != 206 {
+            return None;
+        }
+        let mut got = 0;
+        while got < out.len() {
+            match t.read(&mut out[got..]) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got += n,
+            }
+        }
+        // To its end, so that its connection goes back to the pool.
+        t.finish().ok()?;
+        Some(got)
     }
 
     /// Sends fetch `id` (marked restarting) again after `delay`, with a

@@ -198,19 +198,20 @@ impl Blocks for Table<'_> {
         self.far
     }
 
-    fn ahead_in_flight(&self, from: u64) -> u64 {
+    fn ahead_in_flight(&self, from: u64, strict: bool) -> u64 {
         let bs = self.inner.block;
         let past = from * bs;
         // A chunk with under a quarter left to come no longer counts: the
         // next one starts now, so that its request's round trip overlaps
         // the end of this one instead of leaving the connection idle.
+        // (Strictly, every chunk running counts, wherever it ends.)
         let busy =
             |f: &Fetch| f.end_off - f.next_off.min(f.end_off) > (f.end_off - f.start * bs) / 4;
         self.fetches
             .map
             .values()
-            .filter(|f| f.ahead && !matches!(f.phase, Phase::Done) && f.end_off > past)
-            .filter(|f| busy(f))
+            .filter(|f| f.ahead && !matches!(f.phase, Phase::Done))
+            .filter(|f| strict || (f.end_off > past && busy(f)))
             .count() as u64
     }
 

@@ -58,8 +58,8 @@ pub(super) trait Blocks {
     /// The registry ignores Range: every fetch is a stream from 0.
     fn no_ranges(&self) -> bool;
     /// Chunks of parallel readahead being fetched now that end past block
-    /// `from`.
-    fn ahead_in_flight(&self, from: u64) -> u64;
+    /// `from`, less those nearly done; `strict`: every one running.
+    fn ahead_in_flight(&self, from: u64, strict: bool) -> u64;
     /// The registry's round trip has been measured long (`FAR`).
     fn far(&self) -> bool;
     /// The block the running hash stands in, while it runs.
@@ -122,6 +122,9 @@ pub(super) struct Planner {
     chunk: u64,
     /// Blocks parallel readahead keeps planned ahead of the reader.
     ahead_window: u64,
+    /// The registry refused a request while others ran (a 429): no more
+    /// than `connections` at once from then on, not even while one ends.
+    refused: bool,
 }
 
 /// A round trip from which `connections=auto` goes parallel (as the
@@ -152,6 +155,7 @@ impl Planner {
             auto: false,
             chunk: 1,
             ahead_window: 0,
+            refused: false,
         }
     }
 
@@ -191,11 +195,15 @@ impl Planner {
 
     /// A registry refused a request (429) while `others` of ours were in
     /// flight: it allows about that many at once, so from now on no more
-    /// than that go out together (a lone refusal is about the rate, not
-    /// about parallelism: its Retry-After is enough).
+    /// than that (and fewer than before) go out together, strictly (a
+    /// lone refusal is about the rate, not about parallelism: its
+    /// Retry-After is enough).
     pub(super) fn fewer_connections(&mut self, others: u64) {
-        if others >= 1 && others < self.connections {
-            self.connections = others;
+        if others >= 1 {
+            self.refused = true;
+            // At least one fewer: while one chunk ends, the next may have
+            // started beside `connections` others.
+            self.connections = others.min(self.connections - 1).max(1);
         }
     }
 
@@ -231,7 +239,7 @@ impl Planner {
             false => (self.ahead_window, self.chunk),
         };
         let end = (from + window).min(self.nblocks);
-        let mut in_flight = blocks.ahead_in_flight(from);
+        let mut in_flight = blocks.ahead_in_flight(from, self.refused);
         let mut k = from;
         while k < end && in_flight < self.connections {
             if !blocks.missing(k) {
@@ -469,7 +477,7 @@ mod tests {
         fn no_ranges(&self) -> bool {
             false
         }
-        fn ahead_in_flight(&self, from: u64) -> u64 {
+        fn ahead_in_flight(&self, from: u64, _: bool) -> u64 {
             let ahead = self.fetched.iter().filter(|f| f.2 == Want::Ahead);
             ahead.filter(|f| f.1 > from).count() as u64
         }
@@ -551,6 +559,29 @@ mod tests {
         assert_eq!((fill[0].0, fill[7].1), (0, 106), "{fill:?}");
         // near: a quarter of the blocks (27) first
         assert!(random_reads(false, &[10, 50, 90, 30, 70]).is_empty());
+    }
+
+    #[test]
+    fn a_refusal_while_others_run_means_fewer_connections_for_good() {
+        const BS: u64 = 1 << 20;
+        let p = || Planner::new(100, 32, true, true, false).parallel(Some(4), 4 * BS, 16, 64, BS);
+        // refused beside 3 others, or beside 4 (one chunk ending, the
+        // next begun): 3 from now on, with no overlap
+        for others in [3, 4, 9] {
+            let mut q = p();
+            q.fewer_connections(others);
+            assert_eq!((q.connections, q.refused), (3, true), "{others} others");
+        }
+        let mut q = p();
+        q.fewer_connections(2);
+        q.fewer_connections(2);
+        assert_eq!(q.connections, 1);
+        q.fewer_connections(1);
+        assert_eq!(q.connections, 1);
+        // a lone refusal is about the rate: Retry-After, not fewer
+        let mut q = p();
+        q.fewer_connections(0);
+        assert_eq!((q.connections, q.refused), (4, false));
     }
 
     #[test]
