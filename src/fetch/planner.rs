@@ -27,7 +27,8 @@
 //!   reader gets chunks too once it moves forward, found sequential or
 //!   reading on through the blocks in order (a filesystem walking its
 //!   metadata, each read not quite continuing the last): its window is
-//!   eight times the run it has followed, shared among the connections.
+//!   sixteen times the run it has followed plus eight blocks, shared
+//!   among the connections.
 //!
 //! The planner decides; the fetch table (`Blocks`) carries it out, and
 //! tells it which blocks are missing (in no tier, brought by no fetch).
@@ -221,18 +222,20 @@ impl Planner {
     /// while fewer than `connections` are in flight.
     ///
     /// A pread reader's window grows with the run of blocks it has moved
-    /// forward through: eight times its length, plus two blocks, up to the
-    /// whole window; its chunks are the window shared among the
-    /// connections (at most `chunk`). A filesystem that reads a few blocks
-    /// in a row is not fetched megabytes ahead; one walking a metadata
-    /// area or streaming a file soon has every connection busy.
+    /// forward through: sixteen times its length plus eight blocks, up to
+    /// the whole window; its chunks are the window shared among the
+    /// connections (at most `chunk`). A filesystem reading within one
+    /// block is not fetched ahead; one that moves on into the next (a
+    /// metadata area it walks, a file it streams) has every connection
+    /// busy at once, as the link's round trip would otherwise stall it
+    /// at each block.
     fn ahead(&mut self, blocks: &mut impl Blocks, from: u64) {
         let (window, chunk) = match self.ramp_next {
             true => {
                 let run = self.run_end.saturating_sub(self.run_start);
                 let w = run
-                    .saturating_mul(8)
-                    .saturating_add(2)
+                    .saturating_mul(16)
+                    .saturating_add(8)
                     .min(self.ahead_window);
                 (w, (w / self.connections).clamp(1, self.chunk))
             }
@@ -402,10 +405,10 @@ impl Planner {
             self.maybe_fill(blocks);
         }
         // Chunks ahead also for a reader moving forward block by block
-        // (three blocks or more so far, in three reads or more) without
+        // (two blocks or more so far, in three reads or more) without
         // each read continuing the last one: a filesystem walking its
         // metadata. (One long read is not a run.)
-        let forward = self.run_end >= self.run_start + 2 && self.run_reads >= 3;
+        let forward = self.run_end > self.run_start && self.run_reads >= 3;
         if b1 + 1 < nblocks && self.in_chunks(blocks) && (seq || forward) {
             self.ahead(blocks, b1 + 1);
         } else if seq && b1 + 1 < nblocks && blocks.missing(b1 + 1) {
@@ -517,10 +520,11 @@ mod tests {
         let f = walk(true);
         let ahead: Vec<_> = f.iter().filter(|x| x.2 == Want::Ahead).collect();
         assert!(!ahead.is_empty(), "no chunks ahead: {f:?}");
-        // at block 104 the run is 4 blocks long: 8 * 4 + 2 blocks ahead
+        // at block 104 the run is 4 blocks long: 16 * 4 + 8 blocks ahead,
+        // within the 64 blocks of the whole window
         let last = ahead.iter().map(|x| x.1).max().unwrap();
         assert!(
-            last > 110 && last <= 105 + 34,
+            last > 110 && last <= 105 + 64,
             "window ends at {last}: {f:?}"
         );
         // nothing fetched twice
