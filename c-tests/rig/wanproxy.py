@@ -71,6 +71,12 @@ class Bucket:
             return t
 
 
+def log_line(text):
+    """One line to stderr in one write(2): connections close on threads of
+    their own, and print() of several values can interleave with theirs."""
+    os.write(2, (text + "\n").encode())
+
+
 def sleep_until(t):
     d = t - time.monotonic()
     if d > 0:
@@ -175,7 +181,7 @@ def serve(client, addr, one_way, conn_rate, total):
     for t in threads:
         t.join()
     if os.environ.get("WANPROXY_LOG"):
-        print("close", time.monotonic(), downstream.passed, file=sys.stderr, flush=True)
+        log_line(f"close {time.monotonic()} {downstream.passed}")
     close_quietly(client)
     close_quietly(upstream)
 
@@ -221,7 +227,7 @@ def main():
         while True:
             c, _ = ls.accept()
             if os.environ.get("WANPROXY_LOG"):
-                print("accept", time.monotonic(), file=sys.stderr, flush=True)
+                log_line(f"accept {time.monotonic()}")
             threading.Thread(
                 target=serve, args=(c, addr, one_way, conn * 1e6, total), daemon=True
             ).start()
