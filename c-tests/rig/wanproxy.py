@@ -72,9 +72,11 @@ class Bucket:
 
 
 def log_line(text):
-    """One line to stderr in one write(2): connections close on threads of
-    their own, and print() of several values can interleave with theirs."""
-    os.write(2, (text + "\n").encode())
+    """With WANPROXY_LOG set, one line to stderr in one write(2):
+    connections close on threads of their own, and print() of several
+    values can interleave with theirs."""
+    if os.environ.get("WANPROXY_LOG"):
+        os.write(2, (text + "\n").encode())
 
 
 def sleep_until(t):
@@ -180,8 +182,7 @@ def serve(client, addr, one_way, conn_rate, total):
     threads += downstream.start()
     for t in threads:
         t.join()
-    if os.environ.get("WANPROXY_LOG"):
-        log_line(f"close {time.monotonic()} {downstream.passed}")
+    log_line(f"close {time.monotonic()} {downstream.passed}")
     close_quietly(client)
     close_quietly(upstream)
 
@@ -226,8 +227,7 @@ def main():
     try:
         while True:
             c, _ = ls.accept()
-            if os.environ.get("WANPROXY_LOG"):
-                log_line(f"accept {time.monotonic()}")
+            log_line(f"accept {time.monotonic()}")
             threading.Thread(
                 target=serve, args=(c, addr, one_way, conn * 1e6, total), daemon=True
             ).start()
