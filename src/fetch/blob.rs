@@ -130,10 +130,12 @@ pub(super) struct State {
     /// Set once the digest check failed: every read fails after that.
     pub(super) poisoned: Option<Error>,
     pub(super) stats: Stats,
-    /// Readers waiting for a block that is arriving: its bytes so far
-    /// may already hold what they want (`Inner::early`), so deliveries
-    /// wake them.
-    pub(super) early_waiters: u32,
+    /// Readers waiting for a block that is arriving, whose read ends
+    /// inside it: the offset up to which its bytes must have arrived to
+    /// serve each (`Inner::early`). A delivery that crosses one wakes the
+    /// readers; others do not (a reader of whole blocks waits for the
+    /// block, not for each piece of it).
+    pub(super) early_needs: Vec<u64>,
     /// The bytes the last direct read brought (`Blob::direct`), from
     /// the offset given.
     pub(super) side: Option<(u64, Vec<u8>)>,
@@ -260,7 +262,7 @@ impl Blob {
                 planner,
                 no_ranges: false,
                 poisoned: None,
-                early_waiters: 0,
+                early_needs: Vec::new(),
                 side: None,
                 stats: Stats::default(),
             }),
@@ -435,7 +437,9 @@ impl Blob {
                     continue;
                 }
             }
-            st = self.await_block(st, k, b1, seq, &mut launches)?;
+            let blk_end = (k + 1) * inner.block;
+            let need = (end < blk_end && blk_end < inner.size).then_some(end);
+            st = self.await_block(st, k, b1, seq, need, &mut launches)?;
             if let Some(e) = &st.poisoned {
                 return Err(e.clone());
             }
@@ -483,6 +487,7 @@ impl Blob {
         k: u64,
         b1: u64,
         seq: bool,
+        need: Option<u64>,
         launches: &mut Vec<u64>,
     ) -> Result<MutexGuard<'a, State>> {
         let inner = &self.inner;
@@ -546,9 +551,11 @@ impl Blob {
                 }
                 st.planner.hint = st.planner.hint.max(k);
             }
-            st.early_waiters += 1;
+            st.early_needs.extend(need);
             st = inner.wait(st);
-            st.early_waiters -= 1;
+            if let Some(i) = need.and_then(|n| st.early_needs.iter().position(|&m| m == n)) {
+                st.early_needs.swap_remove(i);
+            }
         }
         Ok(st)
     }

@@ -380,11 +380,11 @@ impl BodyTarget for BlockSink {
         let mut st = inner.lock();
         let hint = st.planner.hint;
         let no_ranges = st.no_ranges;
-        let wake = st.early_waiters > 0;
         let State {
             fetches,
             stats,
             mem,
+            early_needs,
             ..
         } = &mut *st;
         let f = match fetches.map.get_mut(&self.id) {
@@ -422,6 +422,7 @@ impl BodyTarget for BlockSink {
         }
         let mut done_blocks = Vec::new();
         let before = d.len();
+        let came = f.next_off;
         while !d.is_empty() {
             let idx = f.next_off / bs;
             if f.readahead
@@ -458,9 +459,10 @@ impl BodyTarget for BlockSink {
             f.phase = Phase::Done;
         }
         let reached_end = f.next_off == f.end_off && !stop;
+        let wake = early_needs.iter().any(|&n| n > came && n <= f.next_off);
         drop(st);
         if wake && done_blocks.is_empty() {
-            // A reader may want bytes of the block now arriving.
+            // A reader wants bytes of the block now arriving.
             inner.cond.notify_all();
         }
         if !done_blocks.is_empty() || reached_end {

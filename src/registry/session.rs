@@ -221,7 +221,10 @@ impl Registry {
                         repository: r.repository.clone(),
                         answer_us: AtomicU64::new(u64::MAX),
                     };
-                    reg.answered_in(sent);
+                    // curl's own timing where it has one: the warm
+                    // connections (and a loaded machine) can hold up this
+                    // first answer's connection set-up, not the answer.
+                    reg.answered_in(resp.wait.unwrap_or_else(|| sent.elapsed()));
                     reg.take_probe(&transport, &req, resp, creds.is_some())?;
                     return Ok(reg);
                 }
@@ -295,23 +298,28 @@ impl Registry {
         let sent = Instant::now();
         let first = self.begin_to(req, target)?;
         let answer = self.settle_to(req, target, first)?;
-        self.answered_in(sent);
+        self.answered_in(sent.elapsed());
         Ok(answer)
     }
 
-    /// Takes note of a request sent at `sent` that has its answer now.
-    fn answered_in(&self, sent: Instant) {
-        let us = sent.elapsed().as_micros().min(u64::MAX as u128 - 1) as u64;
+    /// Takes note of a request answered in `took`.
+    fn answered_in(&self, took: Duration) {
+        let us = took.as_micros().min(u64::MAX as u128 - 1) as u64;
         self.answer_us.fetch_min(us, Ordering::Relaxed);
     }
 
     /// About a round trip to the registry: the shortest time one of its
-    /// requests (the first manifest GET, say) took to be answered, server
-    /// time and all; None before any answer.
+    /// requests took to be answered (curl's timing of any request to its
+    /// origin, the warm connections' `GET /v2/` among them, or this
+    /// session's own from sending to the answer); None before any answer.
     pub fn round_trip(&self) -> Option<Duration> {
-        match self.answer_us.load(Ordering::Relaxed) {
+        let own = match self.answer_us.load(Ordering::Relaxed) {
             u64::MAX => None,
             us => Some(Duration::from_micros(us)),
+        };
+        match (own, Transport::shortest_wait(&self.base)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

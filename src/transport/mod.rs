@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use curl::easy::Easy2;
 use curl::multi::MultiWaker;
@@ -194,6 +195,7 @@ impl Transport {
                 err_body: Vec::new(),
                 done: None,
                 closed: false,
+                wait: None,
             }),
             cond: Condvar::new(),
         });
@@ -254,6 +256,14 @@ impl Transport {
         }
     }
 
+    /// The shortest time `origin` (`scheme://host[:port]`) has taken to
+    /// answer a request in this process, as curl timed it from the
+    /// request sent to the first byte back: a round trip and the least
+    /// server time (a `GET /v2/` of `warm` costs the server nothing).
+    pub fn shortest_wait(origin: &str) -> Option<Duration> {
+        receive::shortest_wait(origin)
+    }
+
     /// Runs a request whose body is small, and returns it whole.
     pub fn fetch(self: &Arc<Self>, req: &Request) -> Result<Response> {
         let mut req = req.clone();
@@ -273,6 +283,7 @@ impl Transport {
             status,
             headers,
             body,
+            wait: st.wait,
         })
     }
 }

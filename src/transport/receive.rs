@@ -3,11 +3,12 @@
 //! `BodyTarget`), pauses when the reader is behind, and records how the
 //! transfer ended.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use curl::easy::{Easy2, Handler, WriteError};
+use once_cell::sync::Lazy;
 
 use super::request::{Headers, Method};
 use super::BodyTarget;
@@ -36,6 +37,9 @@ pub(super) struct State {
     pub(super) done: Option<Result<()>>,
     /// The reader went away: abort on the next callback.
     pub(super) closed: bool,
+    /// From the request sent to the answer's first byte, as curl timed it
+    /// (connection and TLS set-up left out); set when the transfer ends.
+    pub(super) wait: Option<Duration>,
 }
 
 pub(super) struct Shared {
@@ -254,7 +258,46 @@ pub(super) fn outcome(sink: &mut Sink, res: std::result::Result<(), curl::Error>
     Ok(())
 }
 
+/// The shortest wait (`State::wait`) each origin (`scheme://host[:port]`)
+/// has answered in, in this process: about its round trip, without the
+/// server time one request or another may add.
+static WAITS: Lazy<Mutex<HashMap<String, Duration>>> = Lazy::new(Default::default);
+
+/// The origin of `url`: its scheme and authority.
+fn origin(url: &str) -> &str {
+    let rest = url.find("://").map_or(0, |i| i + 3);
+    let end = url[rest..].find('/').map_or(url.len(), |i| rest + i);
+    &url[..end]
+}
+
+/// The shortest wait for an answer from `origin` (`scheme://host[:port]`)
+/// seen so far.
+pub(super) fn shortest_wait(origin: &str) -> Option<Duration> {
+    WAITS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(origin)
+        .copied()
+}
+
+fn note_wait(url: &str, wait: Duration) {
+    let mut w = WAITS.lock().unwrap_or_else(|e| e.into_inner());
+    match w.get_mut(origin(url)) {
+        Some(d) => *d = (*d).min(wait),
+        None => {
+            w.insert(origin(url).to_string(), wait);
+        }
+    }
+}
+
 pub(super) fn finish_transfer(easy: &mut Easy2<Sink>, res: std::result::Result<(), curl::Error>) {
+    let wait = match (easy.pretransfer_time(), easy.starttransfer_time()) {
+        (Ok(sent), Ok(first)) if first > sent => Some(first - sent),
+        _ => None,
+    };
+    if let (Some(w), Ok(Some(url))) = (wait, easy.effective_url()) {
+        note_wait(url, w);
+    }
     let sink = easy.get_mut();
     let out = outcome(sink, res);
     if let Some(t) = sink.target.as_mut() {
@@ -262,6 +305,7 @@ pub(super) fn finish_transfer(easy: &mut Easy2<Sink>, res: std::result::Result<(
     }
     let shared = sink.shared.clone();
     let mut st = shared.lock();
+    st.wait = wait;
     st.done = Some(out);
     st.paused = false;
     drop(st);
@@ -280,6 +324,15 @@ pub(super) fn fail_shared(shared: &Shared, err: Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_of_a_url() {
+        assert_eq!(
+            origin("https://r.example:5000/v2/a/blobs/x"),
+            "https://r.example:5000"
+        );
+        assert_eq!(origin("http://127.0.0.1:1"), "http://127.0.0.1:1");
+    }
 
     #[test]
     fn content_range() {

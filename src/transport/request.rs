@@ -149,6 +149,9 @@ pub struct Response {
     pub status: u32,
     pub headers: Headers,
     pub body: Vec<u8>,
+    /// From the request sent to the answer's first byte (a round trip and
+    /// the server's time, no connection set-up), when curl timed it.
+    pub wait: Option<Duration>,
 }
 
 impl Response {
