@@ -41,6 +41,8 @@
 #      needs for the bytes fetched (B / total cap + one round trip; goals
 #      on wan): the first file within 5 round trips plus its bytes, the
 #      listing and the whole tree within 1.5x, the listing under 15%;
+#      beside them (information) the same steps on the local copy, the
+#      machine's own floor, and each time against the larger of the two;
 #      needs /dev/fuse, else NOT MEASURED
 #  8b. lazy mount of an ordinary gzip layer through its tar index and zinfo
 #      (lazy-tgz.sh), on lan and through the wan model: the first file, a
@@ -1182,6 +1184,12 @@ PY
 	# needs for the bytes each fetched (goals on wan)
 	echo "  e. through the WAN model (c-tests/rig/wanproxy.py), cold mounts, best of $ROUNDS:"
 	echo "     the link's need for B bytes fetched: B / total cap + one round trip"
+	# The same steps on the local copy (8c): what erofsfuse, find and tar
+	# cost this machine with no network at all, below which no link goes
+	measure fuse_local_list "$ROUNDS" frun "$local_img" "$fmnt" "$fpids" list
+	loc_list=$(min_of fuse_local_list list_secs)
+	loc_tar=$(min_of fuse_local_tar tar_secs)
+	echo "     erofsfuse on the local copy (no network): find ${loc_list:-failed} s, tar ${loc_tar:-failed} s"
 	while read -r prof rtt _ total; do
 		[[ $prof == lan ]] && continue
 		if ! wan_proxy "$tmp/fwan.port" --profile "$prof"; then
@@ -1201,10 +1209,12 @@ PY
 			[[ -n ${1:-} ]] && awk -v b="$1" -v t="$total" -v r="$rtt" -v n="${2:-1}" \
 				'BEGIN { printf "%.3f", b / (t * 1e6) + n * r / 1000 }'
 		}
-		# row NAME KEY LABEL GOAL_ROUND_TRIPS GOAL_FACTOR: the best run of
-		# NAME (its KEY seconds) against the link's need for its bytes
+		# row NAME KEY LABEL GOAL_ROUND_TRIPS GOAL_FACTOR [LOCAL]: the best
+		# run of NAME (its KEY seconds) against the link's need for its
+		# bytes; with LOCAL (the same step on the local copy, seconds) also
+		# against the larger of the two (information: the goal is the link)
 		row() {
-			local line t b n r
+			local line t b n r f
 			line=$(best_run "$1" "$2")
 			t=$(tr ' ' '\n' <<<"$line" | sed -n "s/^$2=//p")
 			[[ -n $t ]] && t=$(printf '%.3f' "$t")
@@ -1220,6 +1230,11 @@ PY
 					"$3" "${t:-FAILED}" "$(mb "$b")" "$(pct "$b")" "${r:-n/a}" "${n:-n/a}"
 			fi
 			[[ -n $t ]] || echo "    $(failure "$1")"
+			if [[ -n ${6:-} && -n $t && -n $n ]]; then
+				f=$(awk -v a="$n" -v b="$6" 'BEGIN { print (a > b ? a : b) }')
+				printf '  %-40s %s of the larger of the link'"'"'s need and the local copy'"'"'s %s s\n' \
+					"" "$(div "$t" "$f")" "$6"
+			fi
 		}
 		[[ $(distinct "fw_${prof}_first" sha256) == "$small_sha" ]] ||
 			echo "  first file: sha256 $(distinct "fw_${prof}_first" sha256 all), expected $small_sha"
@@ -1231,8 +1246,8 @@ PY
 			judge "$p" le 15
 			echo "  listing fetched at most $(mb "$b") = ${p:-n/a}% of the image (goal < 15%) $V"
 		fi
-		row "fw_${prof}_list" list_secs "find after the mount ($(distinct "fw_${prof}_list" entries) entries)" 1 1.5
-		row "fw_${prof}_tar" tar_secs "tar of the whole tree after the mount" 1 1.5
+		row "fw_${prof}_list" list_secs "find after the mount ($(distinct "fw_${prof}_list" entries) entries)" 1 1.5 "$loc_list"
+		row "fw_${prof}_tar" tar_secs "tar of the whole tree after the mount" 1 1.5 "$loc_tar"
 		[[ $(distinct "fw_${prof}_tar" tar_bytes) == "$tbytes" ]] ||
 			echo "  the tar through $prof gave $(distinct "fw_${prof}_tar" tar_bytes all) bytes, on lan $tbytes"
 	done < <(python3 "$HERE/../rig/wanproxy.py" --list)
