@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::blob::{Blob, Inner, State};
 use super::cache::Block;
@@ -59,6 +60,9 @@ pub(super) struct Fetch {
     pub(super) restarting: bool,
     /// A 401 made this fetch ask for a fresh token once already.
     pub(super) reauthed: bool,
+    /// When this attempt's first bytes came, and from which offset: its
+    /// rate so far.
+    pub(super) began: Option<(Instant, u64)>,
 }
 
 impl Fetch {
@@ -136,6 +140,7 @@ impl Fetches {
                 attempts: 0,
                 restarting: false,
                 reauthed: false,
+                began: None,
             },
         );
         id
@@ -173,6 +178,8 @@ pub(super) struct Table<'a> {
     pub(super) no_ranges: bool,
     /// The registry's round trip is `FAR` or longer.
     pub(super) far: bool,
+    /// The registry's round trip, as measured.
+    pub(super) rtt: Option<Duration>,
     pub(super) launches: &'a mut Vec<u64>,
 }
 
@@ -205,8 +212,22 @@ impl Blocks for Table<'_> {
         // next one starts now, so that its request's round trip overlaps
         // the end of this one instead of leaving the connection idle.
         // (Strictly, every chunk running counts, wherever it ends.)
-        let busy =
-            |f: &Fetch| f.end_off - f.next_off.min(f.end_off) > (f.end_off - f.start * bs) / 4;
+        // Nor does one whose rest comes within about a round trip at the
+        // rate it has had (at least 256 KiB in): a chunk of 1 MiB at one
+        // connection's 20 MB/s, 30 ms away, would leave its connection
+        // idle for half its time.
+        let soon = |f: &Fetch, left: u64| match (self.rtt, f.began) {
+            (Some(rtt), Some((t, at))) if f.next_off >= at + (256 << 10) => {
+                let secs = t.elapsed().as_secs_f64();
+                let rate = (f.next_off - at) as f64 / secs.max(1e-6);
+                (left as f64) < rate * rtt.as_secs_f64()
+            }
+            _ => false,
+        };
+        let busy = |f: &Fetch| {
+            let left = f.end_off - f.next_off.min(f.end_off);
+            left > (f.end_off - f.start * bs) / 4 && !soon(f, left)
+        };
         self.fetches
             .map
             .values()
@@ -420,6 +441,9 @@ impl BodyTarget for BlockSink {
             // A server that ignored our Range: keep what was asked for.
             d = &d[..remaining as usize];
         }
+        if f.began.is_none() {
+            f.began = Some((Instant::now(), f.next_off));
+        }
         let mut done_blocks = Vec::new();
         let before = d.len();
         let came = f.next_off;
@@ -557,6 +581,7 @@ impl Blob {
         let f = fetches.map.get_mut(&id)?;
         f.gen += 1;
         f.phase = Phase::Starting;
+        f.began = None;
         stats.requests += 1;
         Some(Box::new(BlockSink {
             inner: inner.clone(),
