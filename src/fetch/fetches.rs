@@ -66,6 +66,22 @@ pub(super) struct Fetch {
 }
 
 impl Fetch {
+    /// Its rest comes within `rtt` at the rate it has had (known once
+    /// 256 KiB are in): the next request should go now, so that its round
+    /// trip overlaps this one's end (a chunk of 1 MiB at one connection's
+    /// 20 MB/s, 30 ms away, would otherwise leave its connection idle a
+    /// third of the time).
+    pub(super) fn ends_within(&self, rtt: Duration) -> bool {
+        match self.began {
+            Some((t, at)) if self.next_off >= at + (256 << 10) => {
+                let rate = (self.next_off - at) as f64 / t.elapsed().as_secs_f64().max(1e-6);
+                let left = self.end_off.saturating_sub(self.next_off);
+                (left as f64) < rate * rtt.as_secs_f64()
+            }
+            _ => false,
+        }
+    }
+
     /// Blocks this readahead stream may run ahead of the reader at `hint`.
     fn ahead(&self, hint: u64, window: u64) -> u64 {
         match self.ramp {
@@ -212,21 +228,11 @@ impl Blocks for Table<'_> {
         // next one starts now, so that its request's round trip overlaps
         // the end of this one instead of leaving the connection idle.
         // (Strictly, every chunk running counts, wherever it ends.)
-        // Nor does one whose rest comes within about a round trip at the
-        // rate it has had (at least 256 KiB in): a chunk of 1 MiB at one
-        // connection's 20 MB/s, 30 ms away, would leave its connection
-        // idle for half its time.
-        let soon = |f: &Fetch, left: u64| match (self.rtt, f.began) {
-            (Some(rtt), Some((t, at))) if f.next_off >= at + (256 << 10) => {
-                let secs = t.elapsed().as_secs_f64();
-                let rate = (f.next_off - at) as f64 / secs.max(1e-6);
-                (left as f64) < rate * rtt.as_secs_f64()
-            }
-            _ => false,
-        };
+        // Nor does one whose rest comes within about a round trip
+        // (`Fetch::ends_within`).
         let busy = |f: &Fetch| {
             let left = f.end_off - f.next_off.min(f.end_off);
-            left > (f.end_off - f.start * bs) / 4 && !soon(f, left)
+            left > (f.end_off - f.start * bs) / 4 && !self.rtt.is_some_and(|r| f.ends_within(r))
         };
         self.fetches
             .map
@@ -590,5 +596,38 @@ impl Blob {
             from,
             poster: poster.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fetch that has had `got` bytes in the last 100 ms, `left` to come.
+    fn fetch_with(got: u64, left: u64) -> Fetch {
+        let mut fs = Fetches::new();
+        let id = fs.insert(0, 16, Want::Ahead, 1 << 20, 64 << 20);
+        let mut f = fs.map.remove(&id).unwrap();
+        let t = Instant::now()
+            .checked_sub(Duration::from_millis(100))
+            .unwrap();
+        f.began = Some((t, 1 << 20));
+        f.next_off = (1 << 20) + got;
+        f.end_off = f.next_off + left;
+        f
+    }
+
+    #[test]
+    fn a_fetch_ends_within_a_round_trip_at_its_own_rate() {
+        let rtt = Duration::from_millis(30);
+        // 2 MB in 100 ms: 20 MB/s, 600 KB a round trip
+        assert!(fetch_with(2_000_000, 500_000).ends_within(rtt));
+        assert!(
+            !fetch_with(2_000_000, 900_000).ends_within(rtt),
+            "45 ms to come"
+        );
+        assert!(!fetch_with(2_000_000, 500_000).ends_within(Duration::from_millis(10)));
+        // under 256 KiB in: its rate is not known yet
+        assert!(!fetch_with(200_000, 1000).ends_within(rtt));
     }
 }
