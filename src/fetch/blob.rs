@@ -181,7 +181,8 @@ impl Inner {
     /// connection's rate brings the rest) need not wait for all of it.
     /// Those bytes are what the registry sent for that range, as a whole
     /// block's would be. Not the blob's last block: a stream to the end
-    /// holds it back until the digest has judged the blob.
+    /// holds it back until the digest has judged the blob. Or from the
+    /// bytes the last direct read brought (`State::side`).
     pub(super) fn early(
         &self,
         st: &State,
@@ -191,11 +192,22 @@ impl Inner {
     ) -> Option<usize> {
         let bs = self.block;
         let blk_off = k * bs;
+        let from = off.max(blk_off);
+        let to = end.min(blk_off + bs).min(self.size);
+        // What the last direct read brought (`Blob::direct`), for any
+        // reader: one that reads on from there in small steps is found
+        // sequential, and would otherwise wait for the block.
+        if let Some((at, bytes)) = &st.side {
+            if from >= *at && to <= at + bytes.len() as u64 {
+                let n = (to - from) as usize;
+                let i = (from - at) as usize;
+                out[..n].copy_from_slice(&bytes[i..i + n]);
+                return Some(n);
+            }
+        }
         if blk_off + bs >= self.size {
             return None;
         }
-        let from = off.max(blk_off);
-        let to = end.min(blk_off + bs);
         st.fetches.map.values().find_map(|f| {
             let arrived = f.next_off;
             let here = arrived / bs == k
@@ -583,14 +595,6 @@ impl Blob {
         let inner = &self.inner;
         let bs = inner.block;
         let to = end.min((k * bs + bs).min(inner.size));
-        if let Some((at, bytes)) = &st.side {
-            if off >= *at && to <= at + bytes.len() as u64 {
-                let from = (off - at) as usize;
-                let n = (to - off) as usize;
-                out[..n].copy_from_slice(&bytes[from..from + n]);
-                return (st, Some(n));
-            }
-        }
         let running = st
             .fetches
             .map
