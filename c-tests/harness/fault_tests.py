@@ -338,6 +338,28 @@ def main():
              ("the other host got no Authorization",
               blob_gets(s, SMALL_DIGEST, "cdn") != []
               and not any(e["auth"] for e in blob_gets(s, SMALL_DIGEST, "cdn")))])
+    # A registry that redirects its blob GETs (to a CDN, to object
+    # storage): the location is remembered, and the Range requests that
+    # follow go there directly, one round trip each instead of two.
+    rnd_small = "layer=1,platform=linux/amd64,block=64K,fill=none"
+    case("blob redirected: later Range requests go to the location directly",
+         [{"match": BLOB, "method": "GET", "action": "redirect", "times": -1}],
+         ("random",), options=rnd_small, mode=("random", BLOB_FILE, "24"),
+         extra=lambda s, t, k: [
+             ("at most 2 GETs to the registry, the rest to the other host",
+              1 <= len(blob_gets(s, SMALL_DIGEST)) <= 2
+              and len(blob_gets(s, SMALL_DIGEST, "cdn")) >= 8)])
+    # ... until the location refuses (a signed URL expired): back to the
+    # registry at once, which redirects again.
+    case("blob redirected, then the location refuses: back to the registry",
+         [{"match": BLOB, "method": "GET", "action": "redirect", "times": -1},
+          {"match": BLOB, "listener": "cdn", "method": "GET", "action": "status",
+           "code": 403, "skip": 4, "times": 1}],
+         ("random",), options=rnd_small, mode=("random", BLOB_FILE, "24"),
+         extra=lambda s, t, k: [
+             ("the registry asked again after the refusal",
+              any(e["t0"] > r["t0"] for r in blob_gets(s, SMALL_DIGEST, "cdn")
+                  if r["status"] == 403 for e in blob_gets(s, SMALL_DIGEST)))])
     case("token expired mid-transfer: a fresh token, then resumed",
          [AUTH_RULE,
           {"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 1000000},

@@ -41,7 +41,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::disk::DiskCache;
 use super::fetches::{Fetches, Phase, Table};
@@ -52,7 +52,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::options::{Options, Verify};
 use crate::registry::{backoff, BlobDesc, Registry};
-use crate::transport::Request;
+use crate::transport::{Request, Transport};
 
 /// A read this far (or more) past what has arrived of its block is sent
 /// on its own (`Blob::direct`)...
@@ -64,6 +64,12 @@ const DIRECT_BESIDE: usize = 2;
 /// DIRECT_SPAN bytes from the read's page on (kept in `State::side`).
 const DIRECT_MAX: u64 = 64 * 1024;
 const DIRECT_SPAN: u64 = 64 * 1024;
+
+/// How long a blob's redirect location is used before the registry is
+/// asked again: within what CDNs' and object stores' signed URLs last
+/// (ten minutes or more, as a rule); one that fails sooner is dropped at
+/// once (`Fetch::relocate`).
+const LOCATED_FOR: Duration = Duration::from_secs(300);
 
 /// How a blob is read.
 #[derive(Debug, Clone)]
@@ -139,6 +145,11 @@ pub(super) struct State {
     /// The bytes the last direct read brought (`Blob::direct`), from
     /// the offset given.
     pub(super) side: Option<(u64, Vec<u8>)>,
+    /// Where a GET of the blob was redirected (a CDN, object storage),
+    /// and since when: Range requests go there directly for
+    /// `LOCATED_FOR`, rather than pay the registry's round trip and then
+    /// the redirect's on each.
+    pub(super) located: Option<(String, Instant)>,
 }
 
 pub(super) struct Inner {
@@ -276,6 +287,7 @@ impl Blob {
                 poisoned: None,
                 early_needs: Vec::new(),
                 side: None,
+                located: None,
                 stats: Stats::default(),
             }),
             cond: Condvar::new(),
@@ -534,6 +546,13 @@ impl Blob {
             let e = e.clone();
             if f.restarting {
                 st = inner.wait(st);
+            } else if f.relocate {
+                // It went to the blob's redirect location, which failed:
+                // to the registry, at once.
+                f.relocate = false;
+                f.restarting = true;
+                f.phase = Phase::Starting;
+                st = self.restart(st, id, Duration::ZERO, false);
             } else if e.status() == Some(401) && !f.reauthed {
                 // The token expired (or was revoked) while we read: once
                 // more with a fresh one, at once.
@@ -614,15 +633,14 @@ impl Blob {
         {
             return (st, None);
         }
-        drop(st);
         // From the read's page on, DIRECT_SPAN bytes (within the block):
         // the reads that follow it nearby are served from them too.
         let at = off - off % 4096;
         let stop = (at + DIRECT_SPAN)
             .max(to)
             .min((k * bs + bs).min(inner.size));
-        let mut req = Request::get("read blob", self.url.clone());
-        req.follow = true;
+        let (mut req, located) = self.blob_get(&st);
+        drop(st);
         req.range = Some((at, Some(stop - 1)));
         req.max_body = Some(stop - at);
         let mut bytes = vec![0u8; (stop - at) as usize];
@@ -630,6 +648,9 @@ impl Blob {
         let mut st = inner.lock();
         st.stats.requests += 1;
         if got.is_none() {
+            if located {
+                st.located = None;
+            }
             return (st, None);
         }
         st.stats.bytes_fetched += stop - at;
@@ -638,6 +659,22 @@ impl Blob {
         out[..n].copy_from_slice(&bytes[from..from + n]);
         st.side = Some((at, bytes));
         (st, Some(n))
+    }
+
+    /// A GET of the blob: to where it was redirected lately (without the
+    /// registry's credentials when that is another host), else to the
+    /// registry, following redirects. Returns it and whether it goes to
+    /// the redirect location.
+    pub(super) fn blob_get(&self, st: &State) -> (Request, bool) {
+        let fresh = st
+            .located
+            .as_ref()
+            .filter(|(_, t)| t.elapsed() < LOCATED_FOR);
+        let url = fresh.map_or(&self.url, |(u, _)| u);
+        let mut req = Request::get("read blob", url.clone());
+        req.follow = true;
+        req.anonymous = Transport::origin(url) != Transport::origin(&self.url);
+        (req, fresh.is_some())
     }
 
     /// Sends `req` (one attempt: on any failure the caller waits for the

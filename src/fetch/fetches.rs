@@ -63,6 +63,9 @@ pub(super) struct Fetch {
     /// When this attempt's first bytes came, and from which offset: its
     /// rate so far.
     pub(super) began: Option<(Instant, u64)>,
+    /// This attempt went to where the blob's URL was redirected, and
+    /// failed: sent again at once to the registry (not an attempt).
+    pub(super) relocate: bool,
 }
 
 impl Fetch {
@@ -157,6 +160,7 @@ impl Fetches {
                 restarting: false,
                 reauthed: false,
                 began: None,
+                relocate: false,
             },
         );
         id
@@ -264,6 +268,8 @@ struct BlockSink {
     gen: u64,
     /// The first byte the request asked for.
     from: u64,
+    /// The request went to the blob's redirect location (`State::located`).
+    located: bool,
     /// Hashing and publishing run on the post thread, in order, so that
     /// the I/O thread goes on receiving.
     poster: Option<Poster>,
@@ -336,8 +342,14 @@ impl Inner {
     }
 
     /// The outcome of a fetch attempt.
-    fn conclude(&self, id: u64, gen: u64, outcome: Result<()>) {
+    fn conclude(&self, id: u64, gen: u64, outcome: Result<()>, located: bool) {
         let mut st = self.lock();
+        let relocate = located && outcome.is_err();
+        if relocate {
+            // A CDN's signed URL expires, a CDN may refuse: the registry
+            // is asked again (and may redirect somewhere new).
+            st.located = None;
+        }
         if let Err(e) = &outcome {
             if e.status() == Some(429) {
                 // Counted when the refusal arrives, not when a reader
@@ -373,6 +385,7 @@ impl Inner {
                         f.next_off = (self.nblocks() - 1) * self.block;
                         f.partial.clear();
                     }
+                    f.relocate = relocate;
                     f.phase = Phase::Failed(match outcome {
                         Err(e) => e,
                         Ok(()) => Error::new(
@@ -511,7 +524,21 @@ impl BodyTarget for BlockSink {
 
     fn finished(&mut self, outcome: &Result<()>) {
         let (inner, id, gen, outcome) = (self.inner.clone(), self.id, self.gen, outcome.clone());
-        self.run(Box::new(move || inner.conclude(id, gen, outcome)));
+        let located = self.located;
+        self.run(Box::new(move || inner.conclude(id, gen, outcome, located)));
+    }
+
+    fn redirected(&mut self, url: &str) {
+        // Later requests for the blob go there at once (see `located`).
+        let mut st = self.inner.lock();
+        if st
+            .fetches
+            .map
+            .get(&self.id)
+            .is_some_and(|f| f.gen == self.gen)
+        {
+            st.located = Some((url.to_string(), Instant::now()));
+        }
     }
 
     fn answered(&mut self, status: u32) {
@@ -534,13 +561,13 @@ impl Blob {
     pub(super) fn launch(&self, ids: &[u64]) {
         let poster = self.registry.transport().ok().and_then(|t| t.poster());
         for &id in ids {
-            let Some(req) = self.request_for(id) else {
+            let Some((req, located)) = self.request_for(id) else {
                 continue;
             };
             let from = req.range.map_or(0, |r| r.0);
             let started = self
                 .registry
-                .begin_to(&req, &mut || self.sink_for(id, from, &poster))
+                .begin_to(&req, &mut || self.sink_for(id, from, located, &poster))
                 .and_then(|r| r);
             let inner = &self.inner;
             let mut st = inner.lock();
@@ -561,26 +588,31 @@ impl Blob {
     }
 
     /// The request of fetch `id` from where it stands (the start of the
-    /// partial block's missing bytes); None when the fetch is gone.
-    fn request_for(&self, id: u64) -> Option<Request> {
+    /// partial block's missing bytes), and whether it goes to the blob's
+    /// redirect location; None when the fetch is gone.
+    fn request_for(&self, id: u64) -> Option<(Request, bool)> {
         let inner = &self.inner;
-        let (from, to, readahead) = {
+        let (from, to, readahead, (mut req, located)) = {
             let st = inner.lock();
             let f = st.fetches.map.get(&id)?;
-            (f.next_off, f.end_off, f.readahead)
+            (f.next_off, f.end_off, f.readahead, self.blob_get(&st))
         };
-        let mut req = Request::get("read blob", self.url.clone());
-        req.follow = true;
         let open_end = readahead && to == inner.size;
         if from > 0 || !open_end {
             req.range = Some((from, if open_end { None } else { Some(to - 1) }));
         }
-        Some(req)
+        Some((req, located))
     }
 
     /// The body target of a new attempt of fetch `id` (asking from byte
     /// `from`): what the previous attempt said no longer counts.
-    fn sink_for(&self, id: u64, from: u64, poster: &Option<Poster>) -> Option<Box<dyn BodyTarget>> {
+    fn sink_for(
+        &self,
+        id: u64,
+        from: u64,
+        located: bool,
+        poster: &Option<Poster>,
+    ) -> Option<Box<dyn BodyTarget>> {
         let inner = &self.inner;
         let mut st = inner.lock();
         let State { fetches, stats, .. } = &mut *st;
@@ -594,6 +626,7 @@ impl Blob {
             id,
             gen: f.gen,
             from,
+            located,
             poster: poster.clone(),
         }))
     }

@@ -336,7 +336,9 @@ impl Registry {
         r.timeouts = self.policy.timeouts;
         r.tls = self.policy.tls.clone();
         let transport = self.transport()?;
-        r.auth = self.auth.header(&transport, &self.scope)?;
+        if !r.anonymous {
+            r.auth = self.auth.header(&transport, &self.scope)?;
+        }
         Ok(transport.start_transfer_to(&r, target()))
     }
 

@@ -47,6 +47,9 @@ pub trait BodyTarget: Send {
     /// The final answer's status is in (after redirects), before any of
     /// its body.
     fn answered(&mut self, _status: u32) {}
+    /// A 2xx answer came from `url`, where redirects from the request's
+    /// own URL led (told before `answered`).
+    fn redirected(&mut self, _url: &str) {}
 }
 
 enum Cmd {
@@ -204,6 +207,7 @@ impl Transport {
             shared: shared.clone(),
             follow: req.follow,
             has_location: false,
+            at: Some(req.url.clone()),
             range_start,
             skip: 0,
             received: 0,
@@ -262,6 +266,11 @@ impl Transport {
     /// server time (a `GET /v2/` of `warm` costs the server nothing).
     pub fn shortest_wait(origin: &str) -> Option<Duration> {
         receive::shortest_wait(origin)
+    }
+
+    /// The origin (`scheme://host[:port]`) of `url`.
+    pub fn origin(url: &str) -> &str {
+        receive::origin(url)
     }
 
     /// Runs a request whose body is small, and returns it whole.

@@ -60,6 +60,9 @@ pub(super) struct Sink {
     pub(super) shared: Arc<Shared>,
     pub(super) follow: bool,
     pub(super) has_location: bool,
+    /// The URL the request stands at after the redirects followed so far
+    /// (None: one went to a relative path this does not resolve).
+    pub(super) at: Option<String>,
     pub(super) range_start: u64,
     /// Bytes still to drop: a server that ignored our Range header.
     pub(super) skip: u64,
@@ -107,6 +110,22 @@ impl Sink {
     }
 }
 
+/// Where a redirect from `url` to `location` goes: an absolute URL, one
+/// without its scheme, or an absolute path on `url`'s origin (None for a
+/// relative path).
+fn resolve(url: &str, location: &str) -> Option<String> {
+    let scheme = &url[..url.find("://")?];
+    if location.starts_with("http://") || location.starts_with("https://") {
+        Some(location.to_string())
+    } else if let Some(rest) = location.strip_prefix("//") {
+        Some(format!("{scheme}://{rest}"))
+    } else if location.starts_with('/') {
+        Some(format!("{}{location}", origin(url)))
+    } else {
+        None
+    }
+}
+
 /// `Retry-After` in seconds (an HTTP date is taken as "soon"), capped.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
@@ -141,6 +160,13 @@ impl Handler for Sink {
         let line = String::from_utf8_lossy(data);
         let line = line.trim_end_matches(['\r', '\n']);
         if line.starts_with("HTTP/") {
+            if self.has_location && self.follow && (300..400).contains(&st.status) {
+                // The redirect is being followed: the request is there now.
+                self.at = st
+                    .headers
+                    .get("location")
+                    .and_then(|l| resolve(self.at.as_deref()?, l));
+            }
             st.status = line
                 .split_whitespace()
                 .nth(1)
@@ -155,6 +181,11 @@ impl Handler for Sink {
             shared.cond.notify_all();
             // Without the transfer's lock: the target takes its own.
             if let (Some(status), Some(t)) = (answered, self.target.as_mut()) {
+                if let Some(at) = self.at.as_ref().filter(|at| **at != self.url) {
+                    if (200..300).contains(&status) {
+                        t.redirected(at);
+                    }
+                }
                 t.answered(status);
             }
         } else if let Some((name, value)) = line.split_once(':') {
@@ -264,7 +295,7 @@ pub(super) fn outcome(sink: &mut Sink, res: std::result::Result<(), curl::Error>
 static WAITS: Lazy<Mutex<HashMap<String, Duration>>> = Lazy::new(Default::default);
 
 /// The origin of `url`: its scheme and authority.
-fn origin(url: &str) -> &str {
+pub(super) fn origin(url: &str) -> &str {
     let rest = url.find("://").map_or(0, |i| i + 3);
     let end = url[rest..].find('/').map_or(url.len(), |i| rest + i);
     &url[..end]
@@ -324,6 +355,24 @@ pub(super) fn fail_shared(shared: &Shared, err: Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_targets() {
+        let u = "https://r.example/v2/a/blobs/sha256:1";
+        assert_eq!(
+            resolve(u, "https://cdn.example/x?sig=1").as_deref(),
+            Some("https://cdn.example/x?sig=1")
+        );
+        assert_eq!(
+            resolve(u, "//cdn.example/x").as_deref(),
+            Some("https://cdn.example/x")
+        );
+        assert_eq!(
+            resolve(u, "/other/path").as_deref(),
+            Some("https://r.example/other/path")
+        );
+        assert_eq!(resolve(u, "relative"), None);
+    }
 
     #[test]
     fn origin_of_a_url() {

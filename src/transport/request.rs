@@ -84,6 +84,9 @@ pub struct Request {
     pub body: Option<Vec<u8>>,
     /// The Authorization header line, kept apart so that it is wiped.
     pub auth: Option<crate::registry::credentials::Secret>,
+    /// Sent without the registry's credentials: the URL is on another
+    /// host (a CDN's, that a blob GET was redirected to).
+    pub anonymous: bool,
 }
 
 impl Request {
@@ -101,6 +104,7 @@ impl Request {
             tls: None,
             body: None,
             auth: None,
+            anonymous: false,
         }
     }
 
