@@ -267,6 +267,12 @@ pub fn redact_url(url: &str) -> String {
                     "refresh_token",
                     "signature",
                     "x-amz-signature",
+                    "x-amz-credential",
+                    "x-amz-security-token",
+                    "x-goog-signature",
+                    "x-goog-credential",
+                    "sig",
+                    "verify",
                 ]
                 .iter()
                 .any(|k| lower == *k)
@@ -322,6 +328,11 @@ mod tests {
         assert_eq!(
             redact_url("https://s3/b?X-Amz-Signature=abc&x=1"),
             "https://s3/b?X-Amz-Signature=REDACTED&x=1"
+        );
+        // CDN and object-store locations a blob GET is redirected to
+        assert_eq!(
+            redact_url("https://cdn/b?X-Amz-Security-Token=t&sig=s&verify=v&p=1"),
+            "https://cdn/b?X-Amz-Security-Token=REDACTED&sig=REDACTED&verify=REDACTED&p=1"
         );
     }
 }
