@@ -14,7 +14,10 @@
 #   with the default options (verified).
 #
 # Then 300 random 4 KiB preads, cold, ours (default options) against the
-# reference, and 4 threads against 1 with fill=none.
+# reference, and 4 threads against 1 with fill=none; beyond lan, the one
+# thread again from a registry that redirects every blob GET to a host as
+# far away (rig/faultproxy.py's redirect, a second WAN model in front of
+# its cdn listener), against the time straight from the registry.
 #
 # Goals, on `wan` only (the other profiles are printed with the same
 # ratios): ours at least 0.8 of the link's limit (size / total cap) and at
@@ -213,6 +216,18 @@ ours_tls() {
 	[[ $out == *" errors=0"* ]]
 }
 
+# A registry that redirects every blob GET (to a CDN, to object storage)
+# to a host as far away: rig/faultproxy.py's redirect rule, with a second
+# WAN model in front of its cdn listener
+rd_why=
+if bash "$HERE/../rig/faultproxy.sh" start "$WORK" >"$tmp/fp.log" 2>&1; then
+	fp_proxy=$(sed -n 's/^PROXY=//p' "$WORK/faultproxy.env")
+	fp_cdn=$(sed -n 's/^CDN=//p' "$WORK/faultproxy.env")
+else
+	rd_why="rig/faultproxy.sh did not start: $(tail -n1 "$tmp/fp.log")"
+fi
+rd_rules() { curl -sf -X "$1" ${2:+-d "$2"} "http://$fp_proxy/__proxy/rules" >/dev/null; }
+
 echo "9. sequential read of the $(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }') MiB blob per network profile (c-tests/rig/wanproxy.py; best of $ROUNDS)"
 for prof in "${profiles[@]}"; do
 	read -r _ rtt conn total < <(python3 "$PROXY" --list | awk -v p="$prof" '$1 == p')
@@ -328,6 +343,26 @@ for prof in "${profiles[@]}"; do
 		judge "$r" ge 3
 		echo "      4 threads against 1: ${r:-n/a}x (goal >= 3) $V"
 	fi
+	# the same single thread from a registry that redirects its blob GETs:
+	# after the first, the location is asked directly (information)
+	if [[ $prof != lan && -z $rd_why ]]; then
+		rd_pids=()
+		t_rd=
+		if wan_proxy "$tmp/rda" --upstream "$fp_proxy" --profile "$prof" && rd_pids+=("$PROXY_PID") &&
+			wan_proxy "$tmp/rdb" --upstream "$fp_cdn" --profile "$prof" && rd_pids+=("$PROXY_PID") &&
+			rd_rules PUT "[{\"match\": \"/blobs/\", \"method\": \"GET\", \"action\": \"redirect\", \"times\": -1, \"target\": \"http://$(cat "$tmp/rdb")\"}]"; then
+			t_rd=$(best rd ours_threads "$(cat "$tmp/rda")" 1)
+		fi
+		rd_rules DELETE || true
+		kill "${rd_pids[@]}" 2>/dev/null
+		wait "${rd_pids[@]}" 2>/dev/null
+		printf '    %-44s %8s s: %sx the time straight from the registry\n' \
+			"the same, blob GETs redirected as far again" "${t_rd:-FAILED}" "$(div "$t_rd" "$t_thr1")"
+		s1=$(sed -nE 's/.* sha256=([0-9a-f]+).*/\1/p' "$tmp/thr1.out")
+		s2=$(sed -nE 's/.* sha256=([0-9a-f]+).*/\1/p' "$tmp/rd.out")
+		[[ -n $s2 && $s1 == "$s2" ]] || echo "      bytes differ or missing: ${s1:-none} / ${s2:-none}"
+		echo "      (each Range GET pays the redirect's round trip too, unless its location is kept)"
+	fi
 	if [[ -n $proxy_pid ]]; then
 		kill "$proxy_pid" 2>/dev/null
 		wait "$proxy_pid" 2>/dev/null
@@ -367,6 +402,7 @@ for prof in "${profiles[@]}"; do
 		proxy_pid=
 	fi
 done
+[[ -z $rd_why ]] && bash "$HERE/../rig/faultproxy.sh" stop "$WORK" >/dev/null 2>&1
 if [[ $unmeasured -gt 0 ]]; then
 	echo "profiles: $met goals met, $missed missed ($unmeasured not measured)"
 else
