@@ -344,10 +344,11 @@ impl Inner {
     /// The outcome of a fetch attempt.
     fn conclude(&self, id: u64, gen: u64, outcome: Result<()>, located: bool) {
         let mut st = self.lock();
-        let relocate = located && outcome.is_err();
+        // A CDN's signed URL expires, a CDN may refuse: the registry is
+        // asked again (and may redirect somewhere new). Not for a transfer
+        // we stopped ourselves.
+        let relocate = located && matches!(&outcome, Err(e) if e.errno() != libc::ECANCELED);
         if relocate {
-            // A CDN's signed URL expires, a CDN may refuse: the registry
-            // is asked again (and may redirect somewhere new).
             st.located = None;
         }
         if let Err(e) = &outcome {
