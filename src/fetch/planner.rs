@@ -27,7 +27,7 @@
 //!   reader gets chunks too once it moves forward, found sequential or
 //!   reading on through the blocks in order (a filesystem walking its
 //!   metadata, each read not quite continuing the last): its window is
-//!   sixteen times the run it has followed plus eight blocks, shared
+//!   thirty-two times the run it has followed plus sixteen blocks, shared
 //!   among the connections.
 //!
 //! The planner decides; the fetch table (`Blocks`) carries it out, and
@@ -225,7 +225,7 @@ impl Planner {
     /// while fewer than `connections` are in flight.
     ///
     /// A pread reader's window grows with the run of blocks it has moved
-    /// forward through: sixteen times its length plus eight blocks, up to
+    /// forward through: thirty-two times its length plus sixteen blocks, up to
     /// the whole window; its chunks are the window shared among the
     /// connections (at most `chunk`). A filesystem reading within one
     /// block is not fetched ahead; one that moves on into the next (a
@@ -237,8 +237,8 @@ impl Planner {
             true => {
                 let run = self.run_end.saturating_sub(self.run_start);
                 let w = run
-                    .saturating_mul(16)
-                    .saturating_add(8)
+                    .saturating_mul(32)
+                    .saturating_add(16)
                     .min(self.ahead_window);
                 (w, (w / self.connections).clamp(1, self.chunk))
             }
@@ -523,7 +523,7 @@ mod tests {
         let f = walk(true);
         let ahead: Vec<_> = f.iter().filter(|x| x.2 == Want::Ahead).collect();
         assert!(!ahead.is_empty(), "no chunks ahead: {f:?}");
-        // at block 104 the run is 4 blocks long: 16 * 4 + 8 blocks ahead,
+        // at block 104 the run is 4 blocks long: 32 * 4 + 16 blocks ahead,
         // within the 64 blocks of the whole window
         let last = ahead.iter().map(|x| x.1).max().unwrap();
         assert!(
