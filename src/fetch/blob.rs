@@ -191,9 +191,9 @@ impl Inner {
     /// bringing (the fetch starts at the block's first byte and one
     /// connection's rate brings the rest) need not wait for all of it.
     /// Those bytes are what the registry sent for that range, as a whole
-    /// block's would be. Not the blob's last block: a stream to the end
-    /// holds it back until the digest has judged the blob. Or from the
-    /// bytes the last direct read brought (`State::side`).
+    /// block's would be. Or from the bytes the last direct read brought
+    /// (`State::side`). Not the blob's last block: a stream to the end
+    /// holds it back until the digest has judged the blob.
     pub(super) fn early(
         &self,
         st: &State,
@@ -203,21 +203,16 @@ impl Inner {
     ) -> Option<usize> {
         let bs = self.block;
         let blk_off = k * bs;
-        let from = off.max(blk_off);
-        let to = end.min(blk_off + bs).min(self.size);
-        // What the last direct read brought (`Blob::direct`), for any
-        // reader: one that reads on from there in small steps is found
-        // sequential, and would otherwise wait for the block.
-        if let Some((at, bytes)) = &st.side {
-            if from >= *at && to <= at + bytes.len() as u64 {
-                let n = (to - from) as usize;
-                let i = (from - at) as usize;
-                out[..n].copy_from_slice(&bytes[i..i + n]);
-                return Some(n);
-            }
-        }
         if blk_off + bs >= self.size {
             return None;
+        }
+        let from = off.max(blk_off);
+        let to = end.min(blk_off + bs);
+        // What the last direct read brought, for any reader: one that
+        // reads on from there in small steps is found sequential, and
+        // would otherwise wait for the block.
+        if let Some(n) = from_side(st, (from, to), out) {
+            return Some(n);
         }
         st.fetches.map.values().find_map(|f| {
             let arrived = f.next_off;
@@ -233,6 +228,19 @@ impl Inner {
             })
         })
     }
+}
+
+/// The bytes `[from, to)` copied into `out` from what the last direct
+/// read brought (`Blob::direct`), when they are all there.
+fn from_side(st: &State, (from, to): (u64, u64), out: &mut [u8]) -> Option<usize> {
+    let (at, bytes) = st.side.as_ref()?;
+    if from < *at || to > at + bytes.len() as u64 {
+        return None;
+    }
+    let n = (to - from) as usize;
+    let i = (from - at) as usize;
+    out[..n].copy_from_slice(&bytes[i..i + n]);
+    Some(n)
 }
 
 pub struct Blob {
@@ -614,6 +622,10 @@ impl Blob {
         let inner = &self.inner;
         let bs = inner.block;
         let to = end.min((k * bs + bs).min(inner.size));
+        if let Some(n) = from_side(&st, (off, to), out) {
+            // (The blob's last block, which `Inner::early` leaves alone.)
+            return (st, Some(n));
+        }
         let running = st
             .fetches
             .map
