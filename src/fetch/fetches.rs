@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::blob::{Blob, Inner, State};
 use super::cache::Block;
-use super::planner::{Blocks, Want};
+use super::planner::{Blocks, Want, FAR};
 use super::store::Memory;
 use crate::error::{Error, Result};
 use crate::transport::{BodyTarget, Job, Poster, Request, Transfer};
@@ -196,9 +196,7 @@ pub(super) struct Table<'a> {
     pub(super) mem: &'a Memory,
     pub(super) fetches: &'a mut Fetches,
     pub(super) no_ranges: bool,
-    /// The registry's round trip is `FAR` or longer.
-    pub(super) far: bool,
-    /// The registry's round trip, as measured.
+    /// The registry's round trip, as measured (`FAR` or longer: far).
     pub(super) rtt: Option<Duration>,
     pub(super) launches: &'a mut Vec<u64>,
 }
@@ -222,7 +220,7 @@ impl Blocks for Table<'_> {
     }
 
     fn far(&self) -> bool {
-        self.far
+        self.rtt.is_some_and(|d| d >= FAR)
     }
 
     fn ahead_in_flight(&self, from: u64, strict: bool) -> u64 {

@@ -317,10 +317,9 @@ impl Registry {
             u64::MAX => None,
             us => Some(Duration::from_micros(us)),
         };
-        match (own, Transport::shortest_wait(&self.base)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        own.into_iter()
+            .chain(Transport::shortest_wait(&self.base))
+            .min()
     }
 
     /// The first half of `start_to`: sends one attempt of `req` and returns
