@@ -101,6 +101,9 @@ impl DiskCache {
             }),
         };
         cache.refresh()?;
+        // Every block there but never promoted (their writers ended, or
+        // the last block came from another process): promote now.
+        cache.promote_if_complete();
         Ok(cache)
     }
 
@@ -220,17 +223,17 @@ impl DiskCache {
         f.whole.is_some() || f.present.get(idx as usize) == Some(&1)
     }
 
-    /// Stores a fetched block.
-    pub fn write_block(&self, idx: u64, data: &[u8]) {
+    /// Stores a fetched block; true if the file did not have it.
+    pub fn write_block(&self, idx: u64, data: &[u8]) -> bool {
         let mut f = self.lock();
         if f.whole.is_some() || f.present.get(idx as usize) == Some(&1) {
-            return;
+            return false;
         }
         let Some(file) = f.data.as_ref() else {
-            return;
+            return false;
         };
         if file.write_all_at(data, idx * self.block).is_err() {
-            return;
+            return false;
         }
         if let Some(map) = f.map.as_ref() {
             let _l = Flock::exclusive(map);
@@ -239,10 +242,12 @@ impl DiskCache {
         if let Some(p) = f.present.get_mut(idx as usize) {
             *p = 1;
         }
+        true
     }
 
-    /// When every block is there: hashes the data file and, if it matches
-    /// the digest, moves it to `blobs/` (atomically).
+    /// When every block is there (from this process or others): hashes
+    /// the data file and, if it matches the digest, moves it to `blobs/`
+    /// (atomically).
     pub fn promote_if_complete(&self) {
         if !self.persistent {
             return;
@@ -362,6 +367,28 @@ mod tests {
         w.write_block(0, b"evil");
         w.promote_if_complete();
         assert!(!w.is_complete());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn complete_partial_promoted_on_open() {
+        let dir = std::env::temp_dir().join(format!("oci-disk-open-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i as u8) ^ 0x5a).collect();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        // Two writers, the last block first; neither promotes.
+        let a = DiskCache::open(&dir, &d, data.len() as u64, 4096).unwrap();
+        let b = DiskCache::open(&dir, &d, data.len() as u64, 4096).unwrap();
+        assert!(a.write_block(2, &data[8192..]));
+        assert!(b.write_block(0, &data[..4096]));
+        assert!(b.write_block(1, &data[4096..8192]));
+        assert!(!b.write_block(1, &data[4096..8192]));
+        assert!(!a.is_complete() && !b.is_complete());
+        // The next opener finds every block and promotes.
+        let c = DiskCache::open(&dir, &d, data.len() as u64, 4096).unwrap();
+        assert!(c.is_complete());
+        let hex = d.as_str().split_once(':').unwrap().1;
+        assert_eq!(fs::read(dir.join("blobs/sha256").join(hex)).unwrap(), data);
         let _ = fs::remove_dir_all(&dir);
     }
 

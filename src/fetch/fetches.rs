@@ -281,16 +281,20 @@ impl Inner {
     /// Publishes blocks a fetch completed: hashed first (a reader that
     /// sees the last block then also sees the verdict), then into the
     /// cache, except the blob's last block of a fetch to the end, held
-    /// back until the transfer has ended cleanly.
+    /// back until the transfer has ended cleanly. The fetch that stores
+    /// the last missing block of a `cache_dir=` promotes the blob,
+    /// whichever part of the blob it carried (parallel chunks end in any
+    /// order, and other processes fill the same directory).
     fn publish(&self, id: u64, gen: u64, blocks: Vec<(u64, Block)>, reached_end: bool) {
         let kept = self.disk.as_ref().filter(|d| d.persistent());
+        let mut stored = false;
         for (idx, b) in &blocks {
             self.offer_hash(*idx, b);
             if let Some(d) = kept {
-                d.write_block(*idx, b);
+                stored |= d.write_block(*idx, b);
             }
         }
-        if reached_end {
+        if stored {
             if let Some(d) = kept {
                 d.promote_if_complete();
             }
