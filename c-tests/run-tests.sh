@@ -112,11 +112,20 @@ forks() {
 }
 run fork forks
 
-# The on-disk cache: two processes fill it at once, a third fetches nothing.
+# The on-disk cache: one process that reads a blob leaves it promoted;
+# two processes fill it at once, a third fetches nothing.
 disk_cache() {
-	local dir="$WORK/cache-dir" big out1 out2 out3 f=0 ok=0
-	rm -rf "$dir"
+	local dir="$WORK/cache-dir" big hex out1 out2 out3 f=0 ok=0
 	big=$(awk '$1 == "big" { print $2; exit }' "$WORK/fixtures.txt")
+	hex=$(awk '$1 == "big" { print $3 }' "$WORK/fixtures.txt" | cut -d: -f2)
+	rm -rf "$dir"
+	"$BUILD/fetch-1.9" "$big" "cache_dir=$dir" seq >/dev/null
+	if [ -s "$dir/blobs/sha256/$hex" ]; then
+		ok=$((ok + 1)); echo "ok   one process that read the blob left it promoted"
+	else
+		f=$((f + 1)); echo "FAIL one process read the blob, not promoted: $(ls -R "$dir" | tr '\n' ' ')"
+	fi
+	rm -rf "$dir"
 	"$BUILD/fetch-1.9" "$big" "cache_dir=$dir" seq > "$WORK/disk1.out" &
 	"$BUILD/fetch-1.9" "$big" "cache_dir=$dir" seq > "$WORK/disk2.out" &
 	wait
@@ -124,7 +133,7 @@ disk_cache() {
 	out2=$(cat "$WORK/disk2.out")
 	out3=$("$BUILD/fetch-1.9" "$big" "cache_dir=$dir" seq)
 	for o in "$out1" "$out2" "$out3"; do
-		if [[ "$o" == "ok sha256:$(awk '$1 == "big" { print $3 }' "$WORK/fixtures.txt" | cut -d: -f2) "* ]]; then
+		if [[ "$o" == "ok sha256:$hex "* ]]; then
 			ok=$((ok + 1)); echo "ok   cache_dir read: $o"
 		else
 			f=$((f + 1)); echo "FAIL cache_dir read: $o"
@@ -135,7 +144,7 @@ disk_cache() {
 	else
 		f=$((f + 1)); echo "FAIL a warm cache_dir fetched bytes: $out3"
 	fi
-	if [ -s "$dir/blobs/sha256/$(awk '$1 == "big" { print $3 }' "$WORK/fixtures.txt" | cut -d: -f2)" ]; then
+	if [ -s "$dir/blobs/sha256/$hex" ]; then
 		ok=$((ok + 1)); echo "ok   the verified blob was promoted"
 	else
 		f=$((f + 1)); echo "FAIL the blob was not promoted"

@@ -284,7 +284,9 @@ impl Inner {
     /// back until the transfer has ended cleanly. The fetch that stores
     /// the last missing block of a `cache_dir=` promotes the blob,
     /// whichever part of the blob it carried (parallel chunks end in any
-    /// order, and other processes fill the same directory).
+    /// order, and other processes fill the same directory), before its
+    /// blocks become visible: a process that has read the blob to its end
+    /// may exit at once, and leaves it promoted.
     fn publish(&self, id: u64, gen: u64, blocks: Vec<(u64, Block)>, reached_end: bool) {
         let kept = self.disk.as_ref().filter(|d| d.persistent());
         let mut stored = false;
