@@ -258,7 +258,7 @@ impl DiskCache {
             return;
         }
         f.promoted = true;
-        let Some(file) = f.data.as_ref() else { return };
+        let Some(file) = f.data.clone() else { return };
         let mut h = Hasher::new(self.digest.algorithm());
         let mut buf = vec![0u8; 1 << 20];
         let mut off = 0;
@@ -271,9 +271,13 @@ impl DiskCache {
             off += n as u64;
         }
         if h.finish() != self.digest {
-            // Not what it should be: start over.
+            // Not what it should be: start over, here too (its blocks
+            // are fetched again, into new files).
             let _ = fs::remove_file(&self.data_path);
             let _ = fs::remove_file(&self.map_path);
+            f.data = None;
+            f.map = None;
+            f.present.fill(0);
             return;
         }
         let _ = file.sync_data();
@@ -367,6 +371,9 @@ mod tests {
         w.write_block(0, b"evil");
         w.promote_if_complete();
         assert!(!w.is_complete());
+        // ... and what it had is not served: fetched again.
+        assert!(!w.has(0) && w.read_block(0).is_none());
+        assert!(w.write_block(0, b"good"));
         let _ = fs::remove_dir_all(&dir);
     }
 
