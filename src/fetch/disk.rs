@@ -103,7 +103,7 @@ impl DiskCache {
         cache.refresh()?;
         // Every block there but never promoted (their writers ended, or
         // the last block came from another process): promote now.
-        cache.promote_if_complete();
+        cache.promote_held();
         Ok(cache)
     }
 
@@ -253,6 +253,11 @@ impl DiskCache {
             return;
         }
         let _ = self.refresh();
+        self.promote_held();
+    }
+
+    /// `promote_if_complete` on what the last `refresh` found.
+    fn promote_held(&self) {
         let mut f = self.lock();
         if f.whole.is_some() || f.promoted || f.present.iter().any(|p| *p != 1) {
             return;
