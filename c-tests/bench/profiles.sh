@@ -362,6 +362,8 @@ for prof in "${profiles[@]}"; do
 		s2=$(sed -nE 's/.* sha256=([0-9a-f]+).*/\1/p' "$tmp/rd.out")
 		[[ -n $s2 && $s1 == "$s2" ]] || echo "      bytes differ or missing: ${s1:-none} / ${s2:-none}"
 		echo "      (each Range GET pays the redirect's round trip too, unless its location is kept)"
+	elif [[ $prof != lan ]]; then
+		echo "    the same, blob GETs redirected as far again: NOT MEASURED: $rd_why"
 	fi
 	if [[ -n $proxy_pid ]]; then
 		kill "$proxy_pid" 2>/dev/null
