@@ -27,17 +27,21 @@ div() {
 		'BEGIN { if (b + 0 > 0) printf "%.*f", d, a / b }'
 }
 
-# best_of NAME CMD...: best wall time and its peak RSS over ROUNDS runs of
-# CMD (each a fresh process, output in $tmp); sets BEST_S and BEST_KIB,
-# empty on failure.
+# best_of NAME CMD...: best wall time (seconds, to the millisecond: the
+# small images of 7b take about 10 ms, /usr/bin/time's %e resolution) and
+# its peak RSS over ROUNDS runs of CMD (each a fresh process, output in
+# $tmp); sets BEST_S and BEST_KIB, empty on failure.
 best_of() {
-	local name=$1 i s kib
+	local name=$1 i s kib t0 t1
 	shift
 	BEST_S=
 	BEST_KIB=
 	for ((i = 1; i <= ROUNDS; i++)); do
-		/usr/bin/time -o "$tmp/$name.time" -f "%e %M" "$@" >/dev/null 2>"$tmp/$name.err" || return 1
-		read -r s kib <"$tmp/$name.time"
+		t0=$EPOCHREALTIME
+		/usr/bin/time -o "$tmp/$name.time" -f "%M" "$@" >/dev/null 2>"$tmp/$name.err" || return 1
+		t1=$EPOCHREALTIME
+		read -r kib <"$tmp/$name.time"
+		s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 		if [[ -z $BEST_S ]] || awk -v a="$s" -v b="$BEST_S" 'BEGIN { exit !(a < b) }'; then
 			BEST_S=$s
 			BEST_KIB=$kib
