@@ -28,9 +28,10 @@ div() {
 }
 
 # best_of NAME CMD...: best wall time (seconds, to the millisecond: the
-# small images of 7b take about 10 ms, /usr/bin/time's %e resolution) and
-# its peak RSS over ROUNDS runs of CMD (each a fresh process, output in
-# $tmp); sets BEST_S and BEST_KIB, empty on failure.
+# small images of 7b take about 10 ms, /usr/bin/time's %e resolution; it
+# includes /usr/bin/time's own start, about 1 ms, on both sides of a
+# ratio) and its peak RSS over ROUNDS runs of CMD (each a fresh process,
+# output in $tmp); sets BEST_S and BEST_KIB, empty on failure.
 best_of() {
 	local name=$1 i s kib t0 t1
 	shift
