@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # erofs-utils 1.9 with its own OCI commands served by liboci_registry
-# (patches/liboci-registry-1.9.patch): the library installed by `make
+# (patches/liboci-registry-1.9.patch, and patches/gzran-window-1.9.patch:
+# erofs-utils' zinfo writer no longer puts heap bytes in the first
+# checkpoint's window): the library installed by `make
 # install` into WORKDIR/prefix, found by erofs-utils' configure through
 # pkg-config only, and erofs-utils installed by its own `make install`:
 #
@@ -14,7 +16,7 @@
 #       --enable-fanotify --enable-ublk --with-libnl3
 #
 # nbd and ublk cannot run here (no /dev/nbd*, no ublk) but are built.
-# Reconfigures only when the source, the patch or the flags changed.
+# Reconfigures only when the source, the patches or the flags changed.
 # Exits 3 with the reason on stderr when the build is impossible here.
 #
 # usage: dropin.sh WORKDIR
@@ -31,7 +33,9 @@ workdir=$(cd "$1" && pwd)
 prefix="$workdir/prefix"
 build="$workdir/erofs-dropin-build"
 dest="$workdir/erofs-utils-1.9"
-patch="$here/patches/liboci-registry-1.9.patch"
+# the library's patch, and a fix to erofs-utils' own zinfo writer (the
+# first checkpoint's window was heap bytes)
+patches=("$here/patches/liboci-registry-1.9.patch" "$here/patches/gzran-window-1.9.patch")
 log="$workdir/erofs-dropin-build.log"
 jobs=$(nproc 2>/dev/null || echo 2)
 
@@ -73,11 +77,13 @@ flags=(--prefix="$dest" --enable-oci --with-liboci-registry --enable-fuse
     --without-libcurl --without-json-c --without-openssl --without-libxml2
     --disable-s3)
 src_real=$(cd "$workdir/erofs-1.9" && pwd -P)
-want_stamp="$src_real $(sha256sum "$patch" | cut -d' ' -f1) ${flags[*]} $libdir"
+want_stamp="$src_real $(sha256sum "${patches[@]}" | cut -d' ' -f1 | tr '\n' ' ')${flags[*]} $libdir"
 if [[ ! -f "$build/.stamp" || "$(cat "$build/.stamp")" != "$want_stamp" ]]; then
     rm -rf "$build" "$build.tmp"
     cp -a "$src_real" "$build.tmp"
-    run patch patch -d "$build.tmp" -p1 --forward --batch -i "$patch"
+    for p in "${patches[@]}"; do
+        run "patch $(basename "$p")" patch -d "$build.tmp" -p1 --forward --batch -i "$p"
+    done
     mv "$build.tmp" "$build"
     run autogen bash -c "cd '$build' && ./autogen.sh"
     # the rpath of the installed library (a prefix outside ld.so's path)

@@ -109,6 +109,26 @@ if [[ $zsize -gt 12 ]]; then
 else
     bad "oci-i-gzinfo: no zinfo written ($zsize bytes)"
 fi
+# Its first checkpoint is at output 0, with nothing before it: its window
+# must be zeros, not what the heap held (patches/gzran-window-1.9.patch).
+# An entry: le64 in, le64 out, u8 bits, 32 KiB of window, after the
+# 12-byte header.
+w0=$(python3 - "$t/layer1.zinfo" <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+if len(d) < 12 + 17 + 32768:
+    print("no first checkpoint")
+    sys.exit()
+out = struct.unpack_from("<Q", d, 12 + 8)[0]
+w = d[12 + 17:12 + 17 + 32768]
+print(f"output {out}, {sum(1 for b in w if b)} nonzero bytes in its window")
+PY
+)
+if [[ $w0 == "output 0, 0 nonzero bytes in its window" ]]; then
+    ok "oci-i-gzinfo: the first checkpoint's window is zeros ($w0)"
+else
+    bad "oci-i-gzinfo: the first checkpoint: $w0 (heap bytes in the zinfo)"
+fi
 
 # a missing image: erofs-utils' error path with the library's message and
 # no password shown

@@ -133,7 +133,7 @@ patches_of() {
     if [[ $1 == 1.8 ]]; then
         echo "$patchdir/mkfs-oci-1.8.patch"
     else
-        echo "$patchdir/mkfs-oci-1.9.patch $patchdir/erofsfuse-oci-1.9.patch $patchdir/flatdev-1.9.patch"
+        echo "$patchdir/mkfs-oci-1.9.patch $patchdir/erofsfuse-oci-1.9.patch $patchdir/flatdev-1.9.patch $patchdir/gzran-window-1.9.patch"
     fi
 }
 
