@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use super::disk::DiskCache;
 use super::fetches::{Fetches, Phase, Table};
-use super::planner::{Planner, FAR};
+use super::planner::{is_far, Planner};
 use super::store::{Memory, Served, POOL_MAX};
 use super::verify::Chain;
 use crate::digest::{Digest, Hasher};
@@ -732,7 +732,7 @@ impl Blob {
 
     /// The registry is a long round trip away (`planner::FAR`).
     fn far(&self) -> bool {
-        self.registry.round_trip().is_some_and(|d| d >= FAR)
+        is_far(self.registry.round_trip())
     }
 
     /// The read that reached the end: the running hash's verdict, if the

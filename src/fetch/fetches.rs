@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::blob::{Blob, Inner, State};
 use super::cache::Block;
-use super::planner::{Blocks, Want, FAR};
+use super::planner::{is_far, Blocks, Want};
 use super::store::Memory;
 use crate::error::{Error, Result};
 use crate::transport::{BodyTarget, Job, Poster, Request, Transfer};
@@ -220,7 +220,7 @@ impl Blocks for Table<'_> {
     }
 
     fn far(&self) -> bool {
-        self.rtt.is_some_and(|d| d >= FAR)
+        is_far(self.rtt)
     }
 
     fn ahead_in_flight(&self, from: u64, strict: bool) -> u64 {

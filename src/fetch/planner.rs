@@ -137,6 +137,12 @@ pub(super) struct Planner {
 /// registry is 1 to 2 ms away, and one connection gets its link there).
 pub(super) const FAR: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// A registry whose round trip (`None`: not measured yet) is `FAR` or
+/// longer.
+pub(super) fn is_far(rtt: Option<std::time::Duration>) -> bool {
+    rtt.is_some_and(|d| d >= FAR)
+}
+
 impl Planner {
     pub(super) fn new(nblocks: u64, max_run: u64, keeps: bool, holds: bool, fill: bool) -> Self {
         Planner {
