@@ -111,16 +111,15 @@ else
 fi
 # Its first checkpoint is at output 0, with nothing before it: its window
 # must be zeros, not what the heap held (patches/gzran-window-1.9.patch).
-# An entry: le64 in, le64 out, u8 bits, 32 KiB of window, after the
-# 12-byte header.
-w0=$(python3 - "$t/layer1.zinfo" <<'PY'
-import struct, sys
-d = open(sys.argv[1], "rb").read()
-if len(d) < 12 + 17 + 32768:
+w0=$(python3 - "$here/../harness" "$t/layer1.zinfo" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from gzran_tests import zinfo_entries
+entries = zinfo_entries(sys.argv[2])[1]
+if not entries:
     print("no first checkpoint")
     sys.exit()
-out = struct.unpack_from("<Q", d, 12 + 8)[0]
-w = d[12 + 17:12 + 17 + 32768]
+(_, out, _), w = entries[0]
 print(f"output {out}, {sum(1 for b in w if b)} nonzero bytes in its window")
 PY
 )
