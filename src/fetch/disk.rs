@@ -235,9 +235,20 @@ impl DiskCache {
         if file.write_all_at(data, idx * self.block).is_err() {
             return false;
         }
+        let mut others = Vec::new();
         if let Some(map) = f.map.as_ref() {
+            // Under the one lock: this block's mark, and the marks other
+            // processes made meanwhile (so that `promote_if_complete`
+            // sees the blob complete without reading the map again).
             let _l = Flock::exclusive(map);
             let _ = map.write_all_at(&[1], idx);
+            others = vec![0u8; f.present.len()];
+            if map.read_at(&mut others, 0).is_err() {
+                others.clear();
+            }
+        }
+        for (p, b) in f.present.iter_mut().zip(others) {
+            *p |= b;
         }
         if let Some(p) = f.present.get_mut(idx as usize) {
             *p = 1;
@@ -245,24 +256,32 @@ impl DiskCache {
         true
     }
 
-    /// When every block is there (from this process or others): hashes
-    /// the data file and, if it matches the digest, moves it to `blobs/`
+    /// When every block is there (from this process or others, as the
+    /// map read when this process last stored a block says): hashes the
+    /// data file and, if it matches the digest, moves it to `blobs/`
     /// (atomically).
     pub fn promote_if_complete(&self) {
-        if !self.persistent {
-            return;
+        if self.persistent {
+            self.promote_held();
         }
-        let _ = self.refresh();
-        self.promote_held();
     }
 
-    /// `promote_if_complete` on what the last `refresh` found.
+    /// `promote_if_complete` on what the map said when last read (by
+    /// `refresh` or `write_block`).
     fn promote_held(&self) {
         let mut f = self.lock();
         if f.whole.is_some() || f.promoted || f.present.iter().any(|p| *p != 1) {
             return;
         }
         f.promoted = true;
+        // Another process that stored the last block may have promoted
+        // it already: nothing to hash.
+        if let Ok(file) = File::open(&self.complete) {
+            if file.metadata().map(|m| m.len()).ok() == Some(self.size) {
+                f.whole = Some(Arc::new(file));
+                return;
+            }
+        }
         let Some(file) = f.data.clone() else { return };
         let mut h = Hasher::new(self.digest.algorithm());
         let mut buf = vec![0u8; 1 << 20];
@@ -401,6 +420,35 @@ mod tests {
         assert!(c.is_complete());
         let hex = d.as_str().split_once(':').unwrap().1;
         assert_eq!(fs::read(dir.join("blobs/sha256").join(hex)).unwrap(), data);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn last_block_of_another_process_promotes() {
+        let dir = std::env::temp_dir().join(format!("oci-disk-last-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i as u8).wrapping_mul(7)).collect();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        let a = DiskCache::open(&dir, &d, data.len() as u64, 4096).unwrap();
+        let b = DiskCache::open(&dir, &d, data.len() as u64, 4096).unwrap();
+        // b opened before a stored anything: what a stores, b learns when
+        // it stores a block of its own, and the blob is complete with b's.
+        assert!(a.write_block(0, &data[..4096]));
+        assert!(a.write_block(2, &data[8192..]));
+        assert!(b.write_block(1, &data[4096..8192]));
+        b.promote_if_complete();
+        assert!(b.is_complete());
+        // a, whose map never saw block 1, finds the blob promoted when it
+        // looks for block 1.
+        assert!(!a.is_complete());
+        assert_eq!(a.read_block(1).unwrap(), &data[4096..8192]);
+        assert!(a.is_complete());
+        let hex = d.as_str().split_once(':').unwrap().1;
+        assert_eq!(fs::read(dir.join("blobs/sha256").join(hex)).unwrap(), data);
+        assert!(!dir
+            .join("partial/sha256")
+            .join(format!("{hex}.4096.map"))
+            .exists());
         let _ = fs::remove_dir_all(&dir);
     }
 
