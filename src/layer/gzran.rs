@@ -247,11 +247,34 @@ impl Inflate {
     }
 
     fn run(&mut self, input: &[u8], out: &mut [u8], flush: i32) -> Step {
+        // SAFETY: `out` is `out.len()` writable bytes.
+        unsafe { self.run_raw(input, out.as_mut_ptr(), out.len(), flush) }
+    }
+
+    /// As `run`, into the spare capacity of `out` (`room` bytes, reserved
+    /// first), which grows by what inflate wrote. Nothing is zero-filled
+    /// first: a span is inflated in many calls (one per deflate block,
+    /// with Z_BLOCK), and filling the rest of a 4 MiB span before each
+    /// cost more than inflating it.
+    fn run_into(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize, flush: i32) -> Step {
+        out.reserve(room);
+        let len = out.len();
+        // SAFETY: `reserve` left at least `room` bytes of capacity past
+        // `len`, and inflate writes only within the room it is given.
+        let s = unsafe { self.run_raw(input, out.as_mut_ptr().add(len), room, flush) };
+        // SAFETY: inflate wrote the `produced` bytes from `len` on.
+        unsafe { out.set_len(len + s.produced) };
+        s
+    }
+
+    /// # Safety
+    /// `out` must be valid for writes of `room` bytes.
+    unsafe fn run_raw(&mut self, input: &[u8], out: *mut u8, room: usize, flush: i32) -> Step {
         let ai = input.len().min(u32::MAX as usize);
-        let ao = out.len().min(u32::MAX as usize);
+        let ao = room.min(u32::MAX as usize);
         self.strm.next_in = input.as_ptr() as *mut u8;
         self.strm.avail_in = ai as u32;
-        self.strm.next_out = out.as_mut_ptr();
+        self.strm.next_out = out;
         self.strm.avail_out = ao as u32;
         let ret = unsafe { z::inflate(&mut *self.strm, flush) };
         let s = Step {
@@ -393,12 +416,9 @@ pub fn inflate_span(src: &[u8], cp: &Checkpoint, next: Option<&Checkpoint>) -> R
             Some(w) => w - out.len(),
             None => 1 << 20,
         };
-        let len = out.len();
-        out.resize(len + room, 0);
         // Z_BLOCK: never decode past a block end into the next block's
         // header, so that the position at the last byte is a block end.
-        let s = inf.run(&src[pos..], &mut out[len..], z::Z_BLOCK);
-        out.truncate(len + s.produced);
+        let s = inf.run_into(&src[pos..], &mut out, room, z::Z_BLOCK);
         pos += s.consumed;
         match s.ret {
             z::Z_OK | z::Z_BUF_ERROR if s.consumed + s.produced > 0 => {}
@@ -648,11 +668,9 @@ impl<R: Read> Builder<R> {
             }
             let len = data.len();
             let room = (64 << 10).max(data.capacity() - len);
-            data.resize(len + room, 0);
             let s = self
                 .inf
-                .run(&self.buf[self.lo..self.hi], &mut data[len..], z::Z_BLOCK);
-            data.truncate(len + s.produced);
+                .run_into(&self.buf[self.lo..self.hi], &mut data, room, z::Z_BLOCK);
             self.lo += s.consumed;
             self.totin += s.consumed as u64;
             self.totout += s.produced as u64;
