@@ -675,13 +675,7 @@ impl<R: Read> Builder<R> {
             self.totin += s.consumed as u64;
             self.totout += s.produced as u64;
             self.member_len = self.member_len.wrapping_add(s.produced as u32);
-            self.crc = unsafe {
-                z::crc32(
-                    self.crc as z::uLong,
-                    data[len..].as_ptr(),
-                    s.produced as u32,
-                ) as u32
-            };
+            self.crc = zlib_rs::crc32::crc32(self.crc, &data[len..]);
             match s.ret {
                 z::Z_OK | z::Z_BUF_ERROR => {
                     let (bits, at_end) = self.inf.at_block_end();
