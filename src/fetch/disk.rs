@@ -45,6 +45,28 @@ struct Files {
     promoted: bool,
 }
 
+impl Files {
+    /// Under the map's lock: marks block `mark` stored (if any), then
+    /// takes in the marks every process has made. A map that cannot be
+    /// read adds nothing.
+    fn sync_map(&mut self, mark: Option<u64>) {
+        let Some(map) = &self.map else { return };
+        let mut bytes = vec![0u8; self.present.len()];
+        {
+            let _l = Flock::exclusive(map);
+            if let Some(idx) = mark {
+                let _ = map.write_all_at(&[1], idx);
+            }
+            if map.read_at(&mut bytes, 0).is_err() {
+                return;
+            }
+        }
+        for (p, b) in self.present.iter_mut().zip(bytes) {
+            *p |= b;
+        }
+    }
+}
+
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::new(
         e.raw_os_error().unwrap_or(libc::EIO),
@@ -145,11 +167,8 @@ impl DiskCache {
         if f.whole.is_some() || !self.persistent {
             return Ok(());
         }
-        if let Ok(file) = File::open(&self.complete) {
-            if file.metadata().map(|m| m.len()).ok() == Some(self.size) {
-                f.whole = Some(Arc::new(file));
-                return Ok(());
-            }
+        if self.adopt_complete(&mut f) {
+            return Ok(());
         }
         if f.data.is_none() {
             let data = OpenOptions::new()
@@ -169,15 +188,21 @@ impl DiskCache {
             f.data = Some(Arc::new(data));
             f.map = Some(map);
         }
-        let mut bytes = vec![0u8; f.present.len()];
-        if let Some(map) = &f.map {
-            let _l = Flock::exclusive(map);
-            let _ = map.read_at(&mut bytes, 0);
-        }
-        for (p, b) in f.present.iter_mut().zip(bytes) {
-            *p |= b;
-        }
+        f.sync_map(None);
         Ok(())
+    }
+
+    /// The complete blob, if a process has promoted it: taken as the file
+    /// to read from.
+    fn adopt_complete(&self, f: &mut Files) -> bool {
+        let Ok(file) = File::open(&self.complete) else {
+            return false;
+        };
+        if file.metadata().map(|m| m.len()).ok() != Some(self.size) {
+            return false;
+        }
+        f.whole = Some(Arc::new(file));
+        true
     }
 
     /// Block `idx` if the disk has it.
@@ -235,21 +260,10 @@ impl DiskCache {
         if file.write_all_at(data, idx * self.block).is_err() {
             return false;
         }
-        let mut others = Vec::new();
-        if let Some(map) = f.map.as_ref() {
-            // Under the one lock: this block's mark, and the marks other
-            // processes made meanwhile (so that `promote_if_complete`
-            // sees the blob complete without reading the map again).
-            let _l = Flock::exclusive(map);
-            let _ = map.write_all_at(&[1], idx);
-            others = vec![0u8; f.present.len()];
-            if map.read_at(&mut others, 0).is_err() {
-                others.clear();
-            }
-        }
-        for (p, b) in f.present.iter_mut().zip(others) {
-            *p |= b;
-        }
+        // With the marks other processes made meanwhile, so that
+        // `promote_if_complete` sees the blob complete without reading
+        // the map again.
+        f.sync_map(Some(idx));
         if let Some(p) = f.present.get_mut(idx as usize) {
             *p = 1;
         }
@@ -276,11 +290,8 @@ impl DiskCache {
         f.promoted = true;
         // Another process that stored the last block may have promoted
         // it already: nothing to hash.
-        if let Ok(file) = File::open(&self.complete) {
-            if file.metadata().map(|m| m.len()).ok() == Some(self.size) {
-                f.whole = Some(Arc::new(file));
-                return;
-            }
+        if self.adopt_complete(&mut f) {
+            return;
         }
         let Some(file) = f.data.clone() else { return };
         let mut h = Hasher::new(self.digest.algorithm());
