@@ -71,6 +71,8 @@ else
 	dropin_row "wan: --oci=f,layer=0 of the 235 MiB tar layer" \
 		"--oci=f,insecure,$p,layer=0" "--oci=f,$p,layer=0" \
 		"$(cat "$tmp/wan7b.port")/erofs/tree-tar:v1"
+	dropin_row "wan: --oci=f of layered/docker:v1 (2 gzip layers)" \
+		"--oci=f,insecure,$p" "--oci=f,$p" "$(cat "$tmp/wan7b.port")/layered/docker:v1"
 	dropin_row "wan: --oci=f of tree-tgz:two-layers" \
 		"--oci=f,insecure,$p" "--oci=f,$p" "$(cat "$tmp/wan7b.port")/erofs/tree-tgz:two-layers"
 	dropin_row "wan: --oci=i,layer=0 --gzinfo of the 224 MiB layer" \

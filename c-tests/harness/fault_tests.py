@@ -39,6 +39,15 @@ with open(os.path.join(WORK, "fixtures.txt")) as f:
         elif p and p[0] == "big":
             big = (p[1].split("/", 1)[1], p[2], int(p[3]))
 
+# A 5-layer image of push_layered_fixtures.py (its layers' digests).
+LAYERED_REF = "layered/whiteouts:v1"
+LAYERED_DIGESTS = []
+with open(os.path.join(WORK, "layered-fixtures.txt")) as f:
+    for line in f:
+        p = line.split()
+        if p and p[0] == "layer" and p[1].endswith("/" + LAYERED_REF):
+            LAYERED_DIGESTS.append(p[4])
+
 SMALL_REF = "plain/nomt:v1"
 SMALL_DIGEST, SMALL_SIZE = layers[(SMALL_REF, 1)]
 BIG_REF, BIG_DIGEST, BIG_SIZE = big
@@ -302,6 +311,29 @@ def main():
              ("the block asked for whole, and 64 KiB from the pread's page",
               sorted(ranged(s)) == sorted([f"bytes={1 << 20}-{(2 << 20) - 1}",
                                            f"bytes={page}-{page + 65535}"]))])
+
+    # Flattening a 5-layer image whose every blob GET the proxy holds for
+    # 0.3 s: the layers below the one being read are asked for meanwhile
+    # (two of them), so that each does not begin with a round trip of its
+    # own; the same bytes as flattened straight from the registry.
+    flat_opts = "flatten,platform=linux/amd64"
+    ref_out = subprocess.run([FETCH, f"{REGISTRY}/{LAYERED_REF}", f"insecure,{flat_opts}", "seq"],
+                             capture_output=True, text=True, timeout=300).stdout.split()
+
+    def layers_at_once(s):
+        """Most of the image's layers whose blob GETs were in flight at once."""
+        gets = [e for d in LAYERED_DIGESTS for e in blob_gets(s, d) if e["t1"]]
+        return max((len({o["path"] for o in gets if o["t0"] <= e["t0"] < o["t1"]})
+                    for e in gets), default=0)
+
+    case("flatten: the layers below the one read are fetched meanwhile",
+         [{"match": "/blobs/", "method": "GET", "action": "delay", "seconds": 0.3,
+           "times": -1}],
+         ("ok", ref_out[1] if len(ref_out) > 1 else "flatten failed straight from the registry"),
+         ref=LAYERED_REF, options=flat_opts,
+         extra=lambda s, t, k: [
+             ("every layer asked for", all(blob_gets(s, d) for d in LAYERED_DIGESTS)),
+             ("three layers' GETs in flight at once", layers_at_once(s) == 3)])
 
     def refused_again(s):
         gets = blob_gets(s, SMALL_DIGEST)

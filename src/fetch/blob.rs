@@ -395,26 +395,7 @@ impl Blob {
         }
         let seq = st.planner.observe(off, len as u64, (b0, b1), sequential);
         let mut launches = Vec::new();
-        let State {
-            planner,
-            fetches,
-            mem,
-            no_ranges,
-            ..
-        } = &mut *st;
-        planner.plan(
-            &mut Table {
-                inner,
-                mem,
-                fetches,
-                no_ranges: *no_ranges,
-                rtt: self.registry.round_trip(),
-                launches: &mut launches,
-            },
-            b0,
-            b1,
-            seq,
-        );
+        self.plan_with(&mut st, &mut launches, |p, t| p.plan(t, b0, b1, seq));
         // Let paused readahead go on once the reader has moved its window
         // past the stream (the test `deliver` pauses on).
         let (hint, no_ranges) = (st.planner.hint, st.no_ranges);
@@ -478,24 +459,7 @@ impl Blob {
             if seq {
                 // While a streaming reader waits, chunks ahead that end
                 // are followed at once (not at its next read).
-                let State {
-                    planner,
-                    fetches,
-                    mem,
-                    no_ranges,
-                    ..
-                } = &mut *st;
-                planner.top_up(
-                    &mut Table {
-                        inner,
-                        mem,
-                        fetches,
-                        no_ranges: *no_ranges,
-                        rtt: self.registry.round_trip(),
-                        launches: &mut launches,
-                    },
-                    b1 + 1,
-                );
+                self.plan_with(&mut st, &mut launches, |p, t| p.top_up(t, b1 + 1));
             }
         }
         // Forget finished fetches.
@@ -508,6 +472,50 @@ impl Blob {
             self.check_end()?;
         }
         Ok(copied)
+    }
+
+    /// Runs `f` on the planner and the fetch table under the state lock;
+    /// the fetches it starts are added to `launches`.
+    fn plan_with(
+        &self,
+        st: &mut State,
+        launches: &mut Vec<u64>,
+        f: impl FnOnce(&mut Planner, &mut Table<'_>),
+    ) {
+        let State {
+            planner,
+            fetches,
+            mem,
+            no_ranges,
+            ..
+        } = st;
+        f(
+            planner,
+            &mut Table {
+                inner: &self.inner,
+                mem,
+                fetches,
+                no_ranges: *no_ranges,
+                rtt: self.registry.round_trip(),
+                launches,
+            },
+        );
+    }
+
+    /// Starts fetching the blob's first bytes before anyone reads them:
+    /// flattening an image asks for the layers below the one it reads,
+    /// so that each does not begin with a round trip of its own (and a
+    /// small layer comes whole meanwhile). See `Planner::prefetch`; a
+    /// no-op once the blob's first block is here or coming.
+    pub fn prefetch(&self) {
+        let mut st = self.inner.lock();
+        if st.poisoned.is_some() {
+            return;
+        }
+        let mut launches = Vec::new();
+        self.plan_with(&mut st, &mut launches, |p, t| p.prefetch(t));
+        drop(st);
+        self.launch(&launches);
     }
 
     /// Block `k`, in no tier, from a fetch: a new one if none brings it;

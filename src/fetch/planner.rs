@@ -29,6 +29,9 @@
 //!   metadata, each read not quite continuing the last): its window is
 //!   thirty-two times the run it has followed plus sixteen blocks, shared
 //!   among the connections.
+//! - Prefetch (`Blob::prefetch`): the first block of a blob nobody reads
+//!   yet, or on a long link a round of one-block chunks, one per
+//!   connection (flattening asks for the layers below the one it reads).
 //!
 //! The planner decides; the fetch table (`Blocks`) carries it out, and
 //! tells it which blocks are missing (in no tier, brought by no fetch).
@@ -258,12 +261,13 @@ impl Planner {
                 k += 1;
                 continue;
             }
-            // Toward the end of a blob longer than one round of chunks,
-            // the chunks shrink, so that every connection still has a
-            // share of what is left and they end together, instead of
-            // the last chunks on a few connections.
+            // Toward the end of a blob (or all along one shorter than a
+            // round of chunks: a 6 MiB layer in two chunks of 4 MiB would
+            // get two connections' rate), the chunks shrink, so that
+            // every connection has a share of what is left and they end
+            // together, instead of the last chunks on a few connections.
             let tail = (self.nblocks - k).div_ceil(self.connections).max(1);
-            let chunk_end = if tail < chunk && self.nblocks > self.connections * chunk {
+            let chunk_end = if tail < chunk {
                 (k + tail).min(end)
             } else {
                 ((k / chunk + 1) * chunk).min(end)
@@ -283,6 +287,27 @@ impl Planner {
     pub(super) fn top_up(&mut self, blocks: &mut impl Blocks, from: u64) {
         if from < self.nblocks && self.in_chunks(blocks) {
             self.ahead(blocks, from);
+        }
+    }
+
+    /// Fetches the first blocks of a blob nobody reads yet (the next
+    /// layers of an image being flattened): block 0 where one connection
+    /// carries the link, else a round of one-block chunks over the
+    /// connections (a small layer comes whole, a big one has its start
+    /// here when its reader comes, whose readahead then goes on past
+    /// them). Nothing when block 0 is here or coming already.
+    pub(super) fn prefetch(&mut self, blocks: &mut impl Blocks) {
+        if self.nblocks == 0 || !blocks.missing(0) {
+            return;
+        }
+        if self.in_chunks(blocks) {
+            for k in 0..self.connections.min(self.nblocks) {
+                if blocks.missing(k) {
+                    blocks.fetch(k, k + 1, Want::Ahead);
+                }
+            }
+        } else {
+            blocks.fetch(0, 1, Want::Range);
         }
     }
 
@@ -605,5 +630,75 @@ mod tests {
             "{f:?}"
         );
         assert_eq!(f.len(), 5, "{f:?}");
+    }
+
+    /// A read(2) reader at block 0 of a blob of `nblocks` 1 MiB blocks, 8
+    /// connections of 4-block chunks on a far link: the chunks planned.
+    fn stream_start(nblocks: u64) -> Vec<(u64, u64, Want)> {
+        const BS: u64 = 1 << 20;
+        let mut p = Planner::new(nblocks, 32, false, true, false).parallel(None, 4 * BS, 8, 64, BS);
+        let mut b = Fake {
+            far: true,
+            fetched: Vec::new(),
+        };
+        let seq = p.observe(0, 65536, (0, 0), true);
+        p.plan(&mut b, 0, 0, seq);
+        b.fetched
+    }
+
+    #[test]
+    fn a_blob_shorter_than_a_round_of_chunks_is_shared_among_the_connections() {
+        // 6 blocks: six 1-block chunks, not 4 + 2 on two connections
+        let f = stream_start(6);
+        assert_eq!(f.len(), 6, "{f:?}");
+        assert!(
+            f.iter().all(|x| x.1 == x.0 + 1 && x.2 == Want::Ahead),
+            "{f:?}"
+        );
+        // 20 blocks: 8 chunks of 3 blocks or fewer, the first 8 connections'
+        // worth, in order and without overlap
+        let f = stream_start(20);
+        assert_eq!(f.len(), 8, "{f:?}");
+        assert!(f.iter().all(|x| x.1 - x.0 <= 3), "{f:?}");
+        assert!(f.windows(2).all(|w| w[0].1 == w[1].0), "{f:?}");
+        // a long blob keeps whole chunks at its start
+        assert!(stream_start(1000).iter().all(|x| x.1 - x.0 == 4));
+    }
+
+    #[test]
+    fn a_prefetch_asks_for_the_start_once() {
+        const BS: u64 = 1 << 20;
+        for (far, nblocks, want) in [
+            (
+                true,
+                100,
+                vec![
+                    (0, 1),
+                    (1, 2),
+                    (2, 3),
+                    (3, 4),
+                    (4, 5),
+                    (5, 6),
+                    (6, 7),
+                    (7, 8),
+                ],
+            ),
+            (true, 3, vec![(0, 1), (1, 2), (2, 3)]),
+            (false, 100, vec![(0, 1)]),
+            (false, 0, vec![]),
+        ] {
+            let mut p =
+                Planner::new(nblocks, 32, false, true, false).parallel(None, 4 * BS, 8, 64, BS);
+            let mut b = Fake {
+                far,
+                fetched: Vec::new(),
+            };
+            p.prefetch(&mut b);
+            p.prefetch(&mut b);
+            let got: Vec<_> = b.fetched.iter().map(|x| (x.0, x.1)).collect();
+            assert_eq!(got, want, "far {far}, {nblocks} blocks");
+            let kind = if far { Want::Ahead } else { Want::Range };
+            assert!(b.fetched.iter().all(|x| x.2 == kind), "{:?}", b.fetched);
+        }
     }
 }

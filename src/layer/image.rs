@@ -205,6 +205,10 @@ pub fn decompressed(
     }
 }
 
+/// Layers below the one being flattened whose first bytes are fetched
+/// meanwhile (`Blob::prefetch`).
+const PREFETCH_LAYERS: usize = 2;
+
 /// The whole image: its layers decompressed and merged, top layer first,
 /// with whiteouts applied.
 pub fn flattened(
@@ -223,7 +227,14 @@ pub fn flattened(
     let bs = blobs.clone();
     let view = StreamView::spooled(
         Arc::new(move |out: &mut dyn io::Write| {
-            let top_down = bs.iter().rev().map(|b| {
+            let top_down = (0..bs.len()).rev().map(|i| {
+                // The layers below start coming while this one is read, as
+                // registry clients pull several layers at once (containerd:
+                // three): each would otherwise begin with a round trip.
+                for below in bs[..i].iter().rev().take(PREFETCH_LAYERS) {
+                    below.prefetch();
+                }
+                let b = &bs[i];
                 let mt = b.desc().media_type.clone();
                 decompress::layer_decoder(&mt, BlobReader::new(b.clone()))
             });
