@@ -43,6 +43,9 @@ pub struct Options {
     pub insecure: bool,
     /// Cache block size in bytes.
     pub block: usize,
+    /// `block=` was given (else a gzip layer under random access gets
+    /// blocks of its own size, `seekable::SPAN_BLOCK`).
+    pub block_given: bool,
     /// Memory the block cache may hold.
     pub cache_mem: usize,
     /// How far a sequential stream runs ahead of the reader.
@@ -134,6 +137,7 @@ impl Default for Options {
             target: Target::Layer(0),
             insecure: false,
             block: DEFAULT_BLOCK,
+            block_given: false,
             cache_mem: DEFAULT_CACHE_MEM,
             readahead: DEFAULT_READAHEAD,
             chunk: DEFAULT_CHUNK,
@@ -223,6 +227,7 @@ impl Options {
                         )));
                     }
                     o.block = v;
+                    o.block_given = true;
                 }
                 "cache_mem" => o.cache_mem = parse_size(key, &need(value)?)?,
                 "readahead" => o.readahead = parse_size(key, &need(value)?)?,

@@ -12,10 +12,12 @@
  *                                       each compared with FILE
  *                                       ($FETCH_DELAY_MS apart)
  *   fetch REF OPTIONS at OFF LEN...     one pread per OFF LEN pair
+ *   fetch REF OPTIONS fetched OFF LEN   one pread, then the vfile's stats
  *
  * Prints one line: "ok sha256:<hex> <bytes>" (seq), "ok random <n>"
  * (random), "ok at <n>:<sha256 hex> ..." (at: the bytes each pread
- * returned), or "error <errno> <message>"; exit status 0 only for ok.
+ * returned), "ok fetched=<bytes> requests=<n>" (fetched), or
+ * "error <errno> <message>"; exit status 0 only for ok.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -191,13 +193,43 @@ static int preads_at(struct erofs_vfile *vf, int n, char **args)
 	return ret;
 }
 
+/* One pread of LEN bytes at OFF, then what the vfile fetched for it. */
+static int fetched_by(struct erofs_vfile *vf, const char *off_s,
+		      const char *len_s)
+{
+	unsigned long long off = strtoull(off_s, NULL, 0);
+	size_t len = (size_t)strtoull(len_s, NULL, 0);
+	struct oci_registry_stats st;
+	ssize_t got;
+	char *buf;
+	int ret = 0;
+
+	if (len > 1 << 20)
+		len = 1 << 20;
+	buf = malloc(len ? len : 1);
+	if (!buf)
+		return fail(-ENOMEM);
+	got = do_pread(vf, buf, len, off);
+	if (got < 0)
+		ret = fail((int)got);
+	else if (oci_registry_stats(vf, &st))
+		ret = fail(-EINVAL);
+	else
+		printf("ok fetched=%llu requests=%llu\n",
+		       (unsigned long long)st.bytes_fetched,
+		       (unsigned long long)st.requests);
+	free(buf);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	struct erofs_vfile vf;
 	int ret;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: fetch REF OPTIONS seq [CHUNK] | random FILE [N]\n");
+		fprintf(stderr, "usage: fetch REF OPTIONS seq [CHUNK]"
+			" | random FILE [N] | at OFF LEN... | fetched OFF LEN\n");
 		return 2;
 	}
 	ret = oci_registry_open(&vf, argv[1], argv[2][0] ? argv[2] : NULL);
@@ -235,6 +267,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[3], "cat"))
 		ret = cat(&vf);
+	else if (!strcmp(argv[3], "fetched") && argc == 6)
+		ret = fetched_by(&vf, argv[4], argv[5]);
 	else if (!strcmp(argv[3], "at"))
 		ret = preads_at(&vf, argc - 4, argv + 4);
 	else if (!strcmp(argv[3], "random") && argc > 4)

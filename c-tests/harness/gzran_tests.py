@@ -125,6 +125,24 @@ def main():
     for ref, name in [(tgz_ref, "tree"), (mem_ref, "members")]:
         out = fetch(fetch_prog, ref, f"zinfo={z[name]}", "random", tar, 300)[0]
         res.check(out == "ok random 300", f"erofs-utils' zinfo ({name}): 300 random preads == the tar: {out}")
+    # A read in the middle of the tar, with a zinfo: it inflates its span
+    # and the one before (which checks the span's checkpoint), and fetches
+    # their compressed bytes and at most one block of the blob at each end
+    # (a gzip layer read this way is cut into 256 KiB blocks: in 1 MiB ones
+    # up to 2 MiB more came, on a long link as one part too many).
+    span, entries = zinfo_entries(z["tree"])
+    starts = [e[0][0] for e in entries]
+    i = max(k for k, u in enumerate(starts) if u <= size // 2)
+    if 2 <= i < len(entries) - 1:
+        lo, hi = entries[i - 1][0][1] - 1, entries[i + 1][0][1]
+        out = fetch(fetch_prog, tgz_ref, f"zinfo={z['tree']}", "fetched", size // 2, 4096)[0]
+        got = int(out.split("fetched=")[1].split()[0]) if out.startswith("ok fetched=") else -1
+        res.check(0 < got <= hi - lo + 2 * (256 << 10),
+                  f"a pread mid-tar with a zinfo fetches {got} bytes for spans of "
+                  f"{hi - lo} compressed bytes (at most 512 KiB more)")
+    else:
+        res.check(False, f"the zinfo has {len(entries)} checkpoints: no span mid-tar")
+
     # The library's checkpoints (cache_dir) are erofs-utils' own: the same
     # offsets, bits and windows, the first (before any output) zeros in
     # both (erofs-utils' with patches/gzran-window-1.9.patch).

@@ -76,6 +76,8 @@ const LOCATED_FOR: Duration = Duration::from_secs(300);
 pub struct ReadConfig {
     pub cache_dir: Option<std::path::PathBuf>,
     pub block: usize,
+    /// `block=` was given (see `Options::block_given`).
+    pub block_given: bool,
     pub cache_mem: usize,
     pub readahead: usize,
     pub verify: Verify,
@@ -94,6 +96,7 @@ impl ReadConfig {
         ReadConfig {
             cache_dir: o.cache_dir.clone(),
             block: o.block,
+            block_given: o.block_given,
             cache_mem: o.cache_mem,
             readahead: o.readahead,
             verify: o.verify,

@@ -162,8 +162,13 @@ pub fn decompressed(
     cfg: ReadConfig,
     zinfo: Option<Zinfo>,
 ) -> Result<Source> {
+    let mut cfg = cfg;
+    let named = decompress::from_media_type(&desc.media_type);
+    if named == Some(Compression::Gzip) && !cfg.block_given {
+        cfg.block = crate::layer::seekable::SPAN_BLOCK;
+    }
     let blob = Arc::new(Blob::new(registry, desc.clone(), cfg.clone())?);
-    let c = match decompress::from_media_type(&desc.media_type) {
+    let c = match named {
         Some(c) => c,
         None => {
             let mut first = [0u8; decompress::SNIFF_LEN];

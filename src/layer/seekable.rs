@@ -25,6 +25,16 @@ use crate::fetch::blob::Blob;
 use crate::layer::gzran::{inflate_span, Builder, Checkpoint, Span, Zinfo, DEFAULT_SPAN, WINDOW};
 use crate::layer::image::BlobReader;
 
+/// Cache block size of a gzip layer's blob read this way (unless
+/// `block=` says otherwise). Its reads are the compressed bytes of whole
+/// spans (about 4 MiB each), so blocks need not bring read-around for
+/// small reads, as 1 MiB ones do for a filesystem's preads; smaller ones
+/// waste less at a span's two ends and let a span's fetch on a long link
+/// go as equal parts, one per connection (in 1 MiB blocks, 9 blocks over 8
+/// connections made one part of 2 MiB, and each connection has its own
+/// rate: a first file through the WAN model took 0.23 s instead of 0.19).
+pub const SPAN_BLOCK: usize = 256 << 10;
+
 /// Inflated spans, least recently used first out, within a byte budget.
 struct Spans {
     map: std::collections::HashMap<usize, (Arc<Vec<u8>>, u64)>,
