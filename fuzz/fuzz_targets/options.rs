@@ -2,7 +2,8 @@
 //!
 //! Invariants of accepted options:
 //! - every value is within its documented range (block a power of two
-//!   from 4K to 64M, sizes up to 16G, retries <= 100, timeouts <= 1h,
+//!   from 4K to 64M, the default unless `block=` was given, sizes up to
+//!   16G, retries <= 100, timeouts <= 1h,
 //!   layer < 10^6, a blob a valid digest);
 //! - the cache holds the readahead window plus two blocks;
 //! - the platform is normalised (normalising it again changes nothing);
@@ -20,7 +21,7 @@ mod common;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use oci_registry::options::{Options, Target, Verify, MAX_OPTIONS_LEN};
+use oci_registry::options::{Options, Target, Verify, DEFAULT_BLOCK, MAX_OPTIONS_LEN};
 use oci_registry::registry::credentials::base64_encode;
 use oci_registry::registry::platform::Platform;
 use oci_registry::registry::reference::Reference;
@@ -42,7 +43,10 @@ fn canonical(o: &Options) -> Option<String> {
         "insecure={}",
         if o.insecure { "true" } else { "false" }
     ));
-    items.push(format!("block={}", o.block));
+    // Left out when not given: a gzip layer then gets its own default.
+    if o.block_given {
+        items.push(format!("block={}", o.block));
+    }
     // Raised above 16G only by readahead + 2 blocks, which parsing
     // computes again when cache_mem is left out.
     if o.cache_mem <= MAX_SIZE {
@@ -97,6 +101,11 @@ fn check(input: &str, o: &Options) {
     assert!(
         o.block.is_power_of_two() && (4096..=64 << 20).contains(&o.block),
         "{input:?}: block {}",
+        o.block
+    );
+    assert!(
+        o.block_given || o.block == DEFAULT_BLOCK,
+        "{input:?}: block {} though block= was not given",
         o.block
     );
     assert!(
