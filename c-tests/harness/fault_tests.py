@@ -96,11 +96,24 @@ def located_after_first(stats, digest):
 
 
 BLOB = f"/blobs/{SMALL_DIGEST}$"
-# The rest of the small blob from byte 1000000, as one stream asks for it
-# or as one Range request of parallel readahead does (connections=auto
-# goes parallel where the registry's answers take 3 ms or more, as they
-# may through the proxy).
-RESUMED = [["bytes=1000000-"], [f"bytes=1000000-{SMALL_SIZE - 1}"]]
+
+
+def resumed(stats):
+    """A GET after the one the proxy dropped at byte 1000000 asks for the
+    rest of that one's range from there: to the end as one stream does, or
+    to the end of its chunk (connections=auto goes parallel where the
+    registry's answers take 5 ms or more, as they may through the proxy
+    under valgrind, and then the 3 MB blob goes as 1 MiB chunks)."""
+    gets = sorted(blob_gets(stats, SMALL_DIGEST), key=lambda e: e["t0"])
+    dropped = [e for e in gets if e["rule"] == "drop_after"]
+    if not dropped:
+        return False
+    end = (dropped[0]["range"] or "bytes=0-").split("-", 1)[1]
+    want = {f"bytes=1000000-{end}"}
+    if end in ("", str(SMALL_SIZE - 1)):
+        want |= {"bytes=1000000-", f"bytes=1000000-{SMALL_SIZE - 1}"}
+    return any(e["range"] in want for e in gets if e["t0"] > dropped[0]["t0"])
+
 BIGBLOB = f"/blobs/{BIG_DIGEST}$"
 MANIFEST = "/manifests/"
 AUTH_RULE = {
@@ -171,8 +184,7 @@ def main():
          [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 1000000}],
          small_ok,
          extra=lambda s, t, k: [
-             ("second GET asks for the rest from byte 1000000",
-              [e["range"] for e in blob_gets(s, SMALL_DIGEST)][1:2] in RESUMED)])
+             ("a later GET asks for the rest from byte 1000000", resumed(s))])
     case("connection dropped three times: resumed each time",
          [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 700000,
            "times": 3}],
@@ -426,8 +438,7 @@ def main():
                        f'Bearer realm="http://{PROXY}/__proxy/token",service="faultproxy"'}}],
          small_ok,
          extra=lambda s, t, k: [("two tokens", k >= 2),
-                                ("resumed with Range",
-                                 [blob_gets(s, SMALL_DIGEST)[-1]["range"]] in RESUMED)])
+                                ("resumed with Range", resumed(s))])
     case("big blob, dropped mid-way, verified to the end",
          [{"match": BIGBLOB, "method": "GET", "action": "drop_after", "bytes": 60000000}],
          ("ok", BIG_DIGEST), ref=BIG_REF, options="")
