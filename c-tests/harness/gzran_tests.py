@@ -130,7 +130,7 @@ def main():
     # their compressed bytes and at most one block of the blob at each end
     # (a gzip layer read this way is cut into 256 KiB blocks: in 1 MiB ones
     # up to 2 MiB more came, on a long link as one part too many).
-    span, entries = zinfo_entries(z["tree"])
+    _, entries = zinfo_entries(z["tree"])
     starts = [e[0][0] for e in entries]
     i = max(k for k, u in enumerate(starts) if u <= size // 2)
     if 2 <= i < len(entries) - 1:

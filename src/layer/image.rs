@@ -159,10 +159,9 @@ impl Source {
 pub fn decompressed(
     registry: Arc<Registry>,
     desc: BlobDesc,
-    cfg: ReadConfig,
+    mut cfg: ReadConfig,
     zinfo: Option<Zinfo>,
 ) -> Result<Source> {
-    let mut cfg = cfg;
     let named = decompress::from_media_type(&desc.media_type);
     if named == Some(Compression::Gzip) && !cfg.block_given {
         cfg.block = crate::layer::seekable::SPAN_BLOCK;
