@@ -203,12 +203,12 @@ def main():
     case("connection dropped on every try: ECONNRESET after the retries",
          [{"match": BLOB, "method": "GET", "action": "drop_after", "bytes": 100000,
            "times": -1}],
-         ("error", errno.ECONNRESET, "read blob"), options="layer=1,retries=2",
+         ("error", errno.ECONNRESET, "read blob"), options=ONE_STREAM + ",retries=2",
          extra=lambda s, t, k: [("1 + 2 retries", len(blob_gets(s, SMALL_DIGEST)) == 3)])
     case("stall below the low-speed limit: aborted and resumed",
          [{"match": BLOB, "method": "GET", "action": "stall", "bytes": 200000,
            "seconds": 15}],
-         small_ok, options="layer=1,low_speed_limit=100000,low_speed_time=2",
+         small_ok, options=ONE_STREAM + ",low_speed_limit=100000,low_speed_time=2",
          # about 4.5 s (curl's average falls below the limit after a second
          # or two, then 2 s more), 7 s under valgrind on a loaded machine
          extra=lambda s, t, k: [("done before the stall ends", t < 14)])
