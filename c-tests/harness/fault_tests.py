@@ -331,6 +331,26 @@ def main():
               sorted(ranged(s)) == sorted([f"bytes={1 << 20}-{(2 << 20) - 1}",
                                            f"bytes={page}-{page + 65535}"]))])
 
+    # A far registry (its ping and manifest answers 30 ms late): a reader
+    # at random that may have four requests in flight has four warm
+    # connections opened (two at the open, two more at its first miss),
+    # each by a GET /v2/; a streaming reader only the open's two, as its
+    # chunks open their own at once.
+    far = [{"match": "^/v2/$|" + MANIFEST, "action": "delay", "seconds": 0.03,
+            "times": -1}]
+
+    def pings(s):
+        return sum(e["method"] == "GET" and e["path"] == "/v2/"
+                   for e in s["requests"])
+
+    four = "layer=1,platform=linux/amd64,connections=4"
+    case("a far registry: a reader at random gets a warm connection per request in flight",
+         far, ("at", [(5000, 4096)]), options=four, mode=("at", "5000", "4096"),
+         extra=lambda s, t, k: [("four GET /v2/", pings(s) == 4, f"{pings(s)} GET /v2/")])
+    case("a far registry: a streaming reader gets only the open's warm connections",
+         far, small_ok, options=four,
+         extra=lambda s, t, k: [("two GET /v2/", pings(s) == 2, f"{pings(s)} GET /v2/")])
+
     # Flattening a 5-layer image whose every blob GET the proxy holds for
     # 0.3 s: the layers below the one being read are asked for meanwhile
     # (two of them), so that each does not begin with a round trip of its

@@ -153,6 +153,9 @@ pub(super) struct State {
     /// `LOCATED_FOR`, rather than pay the registry's round trip and then
     /// the redirect's on each.
     pub(super) located: Option<(String, Instant)>,
+    /// A miss of a reader at random has had the registry's connections
+    /// warmed (`Blob::read_at`).
+    pub(super) warmed: bool,
 }
 
 pub(super) struct Inner {
@@ -299,6 +302,7 @@ impl Blob {
                 early_needs: Vec::new(),
                 side: None,
                 located: None,
+                warmed: false,
                 stats: Stats::default(),
             }),
             cond: Condvar::new(),
@@ -399,6 +403,18 @@ impl Blob {
         let seq = st.planner.observe(off, len as u64, (b0, b1), sequential);
         let mut launches = Vec::new();
         self.plan_with(&mut st, &mut launches, |p, t| p.plan(t, b0, b1, seq));
+        // The first miss of a reader at random (a filesystem, which then
+        // follows its metadata) from a far registry: a connection for each
+        // request it may have in flight, opened beside this one, so that
+        // neither its misses while this block streams nor a walk's first
+        // round of chunks pays one more round trip to open its own. Not
+        // for a streaming reader, whose chunks open their connections at
+        // once and would only race these.
+        let mut warm = 0;
+        if !seq && !st.warmed && !launches.is_empty() {
+            st.warmed = true;
+            warm = st.planner.parallel_connections(self.far());
+        }
         // Let paused readahead go on once the reader has moved its window
         // past the stream (the test `deliver` pauses on).
         let (hint, no_ranges) = (st.planner.hint, st.no_ranges);
@@ -418,6 +434,10 @@ impl Blob {
                 drop(st);
                 self.launch(&launches);
                 launches.clear();
+                if warm > 1 {
+                    self.registry.warm(warm as usize);
+                    warm = 0;
+                }
                 st = inner.lock();
             }
             // Memory, then disk: the tiers answer, or a fetch must.

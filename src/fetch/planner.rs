@@ -220,6 +220,15 @@ impl Planner {
         }
     }
 
+    /// How many requests a reader may have in flight at once: 1 unless
+    /// `several`.
+    pub(super) fn parallel_connections(&self, far: bool) -> u64 {
+        match self.several(far) {
+            true => self.connections,
+            false => 1,
+        }
+    }
+
     /// More than one connection at once: asked for, or (`auto`) a long
     /// round trip.
     fn several(&self, far: bool) -> bool {

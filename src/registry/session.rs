@@ -277,6 +277,15 @@ impl Registry {
         Transport::get()
     }
 
+    /// Has `n` warm connections to the registry opened in this process,
+    /// beside the few of the first open (`Transport::warm`): for a reader
+    /// that will have that many requests in flight at once.
+    pub fn warm(&self, n: usize) {
+        if let Ok(t) = self.transport() {
+            t.warm(&self.base, &warm_request(&self.policy, &self.base), n);
+        }
+    }
+
     fn url(&self, kind: &str, reference: &str) -> String {
         format!("{}/v2/{}/{kind}/{reference}", self.base, self.repository)
     }

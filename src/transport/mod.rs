@@ -15,7 +15,7 @@ mod receive;
 mod request;
 mod transfer;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -68,8 +68,8 @@ pub struct Transport {
     dead: Arc<AtomicBool>,
     post_tx: Mutex<Option<Sender<Job>>>,
     post_thread: Mutex<Option<JoinHandle<()>>>,
-    /// The hosts `warm` has opened connections to.
-    warmed: Mutex<HashSet<String>>,
+    /// How many connections `warm` has opened to each host.
+    warmed: Mutex<HashMap<String, usize>>,
 }
 
 /// Work the I/O thread hands on (hashing, publishing blocks), run in
@@ -154,7 +154,7 @@ impl Transport {
             dead,
             post_tx: Mutex::new(Some(post_tx)),
             post_thread: Mutex::new(Some(post_thread)),
-            warmed: Mutex::new(HashSet::new()),
+            warmed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -237,25 +237,26 @@ impl Transport {
         })
     }
 
-    /// Sends `n` copies of `req` (a request with a small answer) without
-    /// waiting for them, the first time it is asked for `host` in this
-    /// process: sent while the caller's own first request is in flight,
-    /// each opens a connection of its own, and those wait in the pool.
-    /// A reader far from the registry then does not pay a connection's
-    /// set-up (one more round trip, and TLS's) on each of its first
-    /// misses while the earlier ones still stream. Their answers, and
-    /// their failures, are nobody's concern.
+    /// Sends copies of `req` (a request with a small answer) without
+    /// waiting for them, so that `n` have been sent to `host` in this
+    /// process (none when as many were sent before): sent while the
+    /// caller's own requests are in flight, each opens a connection of
+    /// its own, and those wait in the pool. A reader far from the registry
+    /// then does not pay a connection's set-up (one more round trip, and
+    /// TLS's) on each of its first misses while the earlier ones still
+    /// stream, nor on the first round of parallel chunks. Their answers,
+    /// and their failures, are nobody's concern.
     pub fn warm(self: &Arc<Self>, host: &str, req: &Request, n: usize) {
-        let first = self
-            .warmed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host.to_string());
-        if first {
-            for _ in 0..n {
-                if let Ok(t) = self.start_transfer(req) {
-                    t.detach();
-                }
+        let more = {
+            let mut warmed = self.warmed.lock().unwrap_or_else(|e| e.into_inner());
+            let sent = warmed.entry(host.to_string()).or_insert(0);
+            let more = n.saturating_sub(*sent);
+            *sent += more;
+            more
+        };
+        for _ in 0..more {
+            if let Ok(t) = self.start_transfer(req) {
+                t.detach();
             }
         }
     }
