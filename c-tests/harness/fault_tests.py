@@ -331,6 +331,27 @@ def main():
               sorted(ranged(s)) == sorted([f"bytes={1 << 20}-{(2 << 20) - 1}",
                                            f"bytes={page}-{page + 65535}"]))])
 
+    # Three readers' preads in three blocks of the blob, a far registry
+    # bringing each block slowly (1 MB/s): the last, 900000 bytes deep in
+    # its block and begun while the other two misses are in flight, gets
+    # its page and the next 64 KiB in a Range request of its own (beside
+    # the blocks' three), on one of the connections warmed for the misses.
+    deep3 = [(100, 4096), (2 << 20, 4096), ((1 << 20) + 900000, 4096)]
+    page3 = deep3[2][0] - deep3[2][0] % 4096
+    case("several readers' misses: a pread deep in its block gets a Range request of its own",
+         [{"match": "^/v2/$|" + MANIFEST, "action": "delay", "seconds": 0.03, "times": -1},
+          {"match": BLOB, "method": "GET", "action": "throttle", "rate": 1000000,
+           "times": -1}],
+         ("at", deep3), options="layer=1,platform=linux/amd64,connections=4",
+         mode=("together", *[str(x) for r in deep3 for x in r]),
+         extra=lambda s, t, k: [
+             ("three blocks asked for whole, and 64 KiB from the deep pread's page",
+              sorted(ranged(s)) == sorted([f"bytes=0-{(1 << 20) - 1}",
+                                           f"bytes={1 << 20}-{(2 << 20) - 1}",
+                                           f"bytes={2 << 20}-{min(3 << 20, SMALL_SIZE) - 1}",
+                                           f"bytes={page3}-{page3 + 65535}"]),
+              " ".join(ranged(s)))])
+
     # A far registry (its ping and manifest answers 30 ms late): a reader
     # at random that may have four requests in flight has four warm
     # connections opened (two at the open, two more at its first miss),

@@ -13,16 +13,24 @@
  *                                       ($FETCH_DELAY_MS apart)
  *   fetch REF OPTIONS at OFF LEN...     one pread per OFF LEN pair
  *   fetch REF OPTIONS fetched OFF LEN   one pread, then the vfile's stats
+ *   fetch REF OPTIONS together OFF LEN...
+ *                                       one thread per OFF LEN pair, the
+ *                                       Nth starting N * $FETCH_DELAY_MS
+ *                                       (default 300) ms after the first,
+ *                                       all on the one vfile; printed as
+ *                                       at, in the order given
  *
  * Prints one line: "ok sha256:<hex> <bytes>" (seq), "ok random <n>"
- * (random), "ok at <n>:<sha256 hex> ..." (at: the bytes each pread
- * returned), "ok fetched=<bytes> requests=<n>" (fetched), or
+ * (random), "ok at <n>:<sha256 hex> ..." (at, together: the bytes
+ * each pread returned), "ok fetched=<bytes> requests=<n>" (fetched), or
  * "error <errno> <message>"; exit status 0 only for ok.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/wait.h>
 #include <openssl/evp.h>
@@ -222,6 +230,90 @@ static int fetched_by(struct erofs_vfile *vf, const char *off_s,
 	return ret;
 }
 
+struct together_job {
+	struct erofs_vfile *vf;
+	unsigned long long off;
+	size_t len;
+	long delay_ms;
+	char *buf;
+	ssize_t got;
+};
+
+static void *together_read(void *arg)
+{
+	struct together_job *j = arg;
+	struct timespec ts = {
+		.tv_sec = j->delay_ms / 1000,
+		.tv_nsec = (j->delay_ms % 1000) * 1000000L,
+	};
+
+	nanosleep(&ts, NULL);
+	j->got = do_pread(j->vf, j->buf, j->len, j->off);
+	return NULL;
+}
+
+/* Several readers' preads at once, started a little apart in the order
+ * given: each is in flight when the next begins. */
+static int preads_together(struct erofs_vfile *vf, int n, char **args)
+{
+	const char *d = getenv("FETCH_DELAY_MS");
+	long delay = d ? atol(d) : 300;
+	struct together_job *jobs;
+	pthread_t *tids;
+	int i, started = 0, ret = 0;
+	char hex[65];
+
+	n /= 2;
+	jobs = calloc(n ? n : 1, sizeof(*jobs));
+	tids = calloc(n ? n : 1, sizeof(*tids));
+	if (!jobs || !tids) {
+		ret = fail(-ENOMEM);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		jobs[i] = (struct together_job){
+			.vf = vf, .off = strtoull(args[2 * i], NULL, 0),
+			.len = (size_t)strtoull(args[2 * i + 1], NULL, 0),
+			.delay_ms = i * delay,
+		};
+		if (jobs[i].len > 1 << 20)
+			jobs[i].len = 1 << 20;
+		jobs[i].buf = malloc(jobs[i].len ? jobs[i].len : 1);
+		if (!jobs[i].buf) {
+			ret = fail(-ENOMEM);
+			goto join;
+		}
+	}
+	for (; started < n; started++)
+		if (pthread_create(&tids[started], NULL, together_read,
+				   &jobs[started])) {
+			ret = fail(-EAGAIN);
+			break;
+		}
+join:
+	for (i = 0; i < started; i++)
+		pthread_join(tids[i], NULL);
+	if (ret)
+		goto out;
+	for (i = 0; i < n; i++)
+		if (jobs[i].got < 0) {
+			ret = fail((int)jobs[i].got);
+			goto out;
+		}
+	printf("ok at");
+	for (i = 0; i < n; i++) {
+		hex_sha256(jobs[i].buf, (size_t)jobs[i].got, hex);
+		printf(" %zd:%s", jobs[i].got, hex);
+	}
+	printf("\n");
+out:
+	for (i = 0; jobs && i < n; i++)
+		free(jobs[i].buf);
+	free(jobs);
+	free(tids);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	struct erofs_vfile vf;
@@ -229,7 +321,8 @@ int main(int argc, char **argv)
 
 	if (argc < 4) {
 		fprintf(stderr, "usage: fetch REF OPTIONS seq [CHUNK]"
-			" | random FILE [N] | at OFF LEN... | fetched OFF LEN\n");
+			" | random FILE [N] | at OFF LEN... | fetched OFF LEN"
+			" | together OFF LEN...\n");
 		return 2;
 	}
 	ret = oci_registry_open(&vf, argv[1], argv[2][0] ? argv[2] : NULL);
@@ -271,6 +364,8 @@ int main(int argc, char **argv)
 		ret = fetched_by(&vf, argv[4], argv[5]);
 	else if (!strcmp(argv[3], "at"))
 		ret = preads_at(&vf, argc - 4, argv + 4);
+	else if (!strcmp(argv[3], "together"))
+		ret = preads_together(&vf, argc - 4, argv + 4);
 	else if (!strcmp(argv[3], "random") && argc > 4)
 		ret = random_reads(&vf, argv[4], argc > 5 ? atoi(argv[5]) : 64);
 	else

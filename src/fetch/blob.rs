@@ -58,8 +58,11 @@ use crate::transport::{Request, Transport};
 /// on its own (`Blob::direct`)...
 const DIRECT_DEPTH: u64 = 64 * 1024;
 /// ... while at most this many fetches run (the block's own among them:
-/// the connections `Transport::warm` keeps ready, less one) ...
+/// the connections `Transport::warm` keeps ready, less one), or at least
+/// DIRECT_DEEP past it beside other readers' misses only, fewer than the
+/// connections warmed for them (`Blob::read_at`) ...
 const DIRECT_BESIDE: usize = 2;
+const DIRECT_DEEP: u64 = 512 * 1024;
 /// ... and when it asks for at most this many bytes. It brings
 /// DIRECT_SPAN bytes from the read's page on (kept in `State::side`).
 const DIRECT_MAX: u64 = 64 * 1024;
@@ -639,8 +642,12 @@ impl Blob {
     /// the round trip; this way it waits about the round trip. The fetch
     /// still brings the block for the cache. Only where few fetches are
     /// running (else no connection is likely to be free, and a new one
-    /// costs more than the wait); None when not tried or it failed: the
-    /// caller waits for the block as usual.
+    /// costs more than the wait), or, for a read half a block or more
+    /// deep, where the others are the misses of other readers at random
+    /// and fewer than the connections warmed for them (several threads'
+    /// misses, each of which would otherwise wait for most of its block);
+    /// None when not tried or it failed: the caller waits for the block
+    /// as usual.
     fn direct<'a>(
         &'a self,
         st: MutexGuard<'a, State>,
@@ -655,23 +662,27 @@ impl Blob {
             // (The blob's last block, which `Inner::early` leaves alone.)
             return (st, Some(n));
         }
-        let running = st
-            .fetches
-            .map
-            .values()
-            .filter(|f| matches!(f.phase, Phase::Starting | Phase::Running))
-            .count();
-        let behind = st
+        let running = || {
+            st.fetches
+                .map
+                .values()
+                .filter(|f| matches!(f.phase, Phase::Starting | Phase::Running))
+        };
+        let depth = st
             .fetches
             .covering(k, bs, inner.window, st.no_ranges)
             .and_then(|id| st.fetches.map.get(&id))
-            .is_some_and(|f| f.next_off + DIRECT_DEPTH <= off);
-        if !behind
-            || running > DIRECT_BESIDE
-            || st.no_ranges
-            || !self.far()
-            || to - off > DIRECT_MAX
-        {
+            .map_or(0, |f| off.saturating_sub(f.next_off));
+        // Beside other readers' misses only (no readahead, chunks or fill,
+        // which keep the link busy and would only be slowed).
+        let misses_only = || running().all(|f| !(f.readahead || f.ahead || f.fill));
+        let n = running().count();
+        let room = n <= DIRECT_BESIDE
+            || (depth >= DIRECT_DEEP
+                && st.warmed
+                && (n as u64) < st.planner.parallel_connections(true)
+                && misses_only());
+        if depth < DIRECT_DEPTH || !room || st.no_ranges || !self.far() || to - off > DIRECT_MAX {
             return (st, None);
         }
         // From the read's page on, DIRECT_SPAN bytes (within the block):
