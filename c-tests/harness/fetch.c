@@ -170,6 +170,14 @@ static void hex_sha256(const void *buf, size_t len, char *out)
 }
 
 /* one pread per OFF LEN pair of @args */
+/* A pread's LEN argument, at most 1 MiB (the buffers' size). */
+static size_t arg_len(const char *s)
+{
+	size_t len = (size_t)strtoull(s, NULL, 0);
+
+	return len > 1 << 20 ? 1 << 20 : len;
+}
+
 static int preads_at(struct erofs_vfile *vf, int n, char **args)
 {
 	char *buf, hex[65];
@@ -181,11 +189,9 @@ static int preads_at(struct erofs_vfile *vf, int n, char **args)
 	printf("ok at");
 	for (i = 0; i + 1 < n; i += 2) {
 		unsigned long long off = strtoull(args[i], NULL, 0);
-		size_t len = (size_t)strtoull(args[i + 1], NULL, 0);
+		size_t len = arg_len(args[i + 1]);
 		ssize_t got;
 
-		if (len > 1 << 20)
-			len = 1 << 20;
 		got = do_pread(vf, buf, len, off);
 		if (got < 0) {
 			printf("\n");
@@ -206,14 +212,12 @@ static int fetched_by(struct erofs_vfile *vf, const char *off_s,
 		      const char *len_s)
 {
 	unsigned long long off = strtoull(off_s, NULL, 0);
-	size_t len = (size_t)strtoull(len_s, NULL, 0);
+	size_t len = arg_len(len_s);
 	struct oci_registry_stats st;
 	ssize_t got;
 	char *buf;
 	int ret = 0;
 
-	if (len > 1 << 20)
-		len = 1 << 20;
 	buf = malloc(len ? len : 1);
 	if (!buf)
 		return fail(-ENOMEM);
@@ -273,11 +277,9 @@ static int preads_together(struct erofs_vfile *vf, int n, char **args)
 	for (i = 0; i < n; i++) {
 		jobs[i] = (struct together_job){
 			.vf = vf, .off = strtoull(args[2 * i], NULL, 0),
-			.len = (size_t)strtoull(args[2 * i + 1], NULL, 0),
+			.len = arg_len(args[2 * i + 1]),
 			.delay_ms = i * delay,
 		};
-		if (jobs[i].len > 1 << 20)
-			jobs[i].len = 1 << 20;
 		jobs[i].buf = malloc(jobs[i].len ? jobs[i].len : 1);
 		if (!jobs[i].buf) {
 			ret = fail(-ENOMEM);
