@@ -1230,6 +1230,10 @@ PY
 					"$3" "${t:-FAILED}" "$(mb "$b")" "$(pct "$b")" "${r:-n/a}" "${n:-n/a}"
 			fi
 			[[ -n $t ]] || echo "    $(failure "$1")"
+			# every run, as the verdict takes the best: how far the
+			# machine's load moved it
+			[[ -n $t ]] && printf '  %-40s each run: %s s\n' "" \
+				"$(field "$1" "$2" | awk '{ printf "%s%.3f", (NR > 1 ? ", " : ""), $1 }')"
 			if [[ -n ${6:-} && -n $t && -n $n ]]; then
 				f=$(awk -v a="$n" -v b="$6" 'BEGIN { print (a > b ? a : b) }')
 				printf '  %-40s %s of the larger of the link'"'"'s need and the local copy'"'"'s %s s\n' \

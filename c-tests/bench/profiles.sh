@@ -333,10 +333,13 @@ for prof in "${profiles[@]}"; do
 	# The ratio of two runs whose times swing with the machine's load (and
 	# the registry's, on the same cores): they alternate, so that a slow
 	# spell reaches both alike, and each keeps its best.
-	t_thr1=- t_thr4=-
+	t_thr1=- t_thr4=- thr_rounds=
 	for ((i = 0; i < THREAD_ROUNDS; i++)); do
-		t_thr1=$(lower "$(ROUNDS=1 best thr1 ours_threads "$host" 1)" "$t_thr1")
-		t_thr4=$(lower "$(ROUNDS=1 best thr4 ours_threads "$host" 4)" "$t_thr4")
+		a=$(ROUNDS=1 best thr1 ours_threads "$host" 1)
+		b=$(ROUNDS=1 best thr4 ours_threads "$host" 4)
+		t_thr1=$(lower "$a" "$t_thr1")
+		t_thr4=$(lower "$b" "$t_thr4")
+		thr_rounds+="${thr_rounds:+, }${a:-FAILED}/${b:-FAILED} s $(div "$a" "$b")x"
 	done
 	printf '    %-44s %8s s\n' "ours, $RN random ${RLEN}-byte preads, cold" "${t_rand:-FAILED}"
 	if [[ -x $REFD ]]; then
@@ -355,6 +358,7 @@ for prof in "${profiles[@]}"; do
 	fi
 	r=$(div "$t_thr1" "$t_thr4")
 	printf '    %-44s %8s s / %s s: %sx (best of %s, alternating)\n' "fill=none, 1 thread / 4 threads" "${t_thr1:-FAILED}" "${t_thr4:-FAILED}" "${r:-n/a}" "$THREAD_ROUNDS"
+	echo "      each round, 1 thread / 4 threads: $thr_rounds"
 	if [[ $prof == wan ]]; then
 		judge "$r" ge 3
 		echo "      4 threads against 1: ${r:-n/a}x (goal >= 3) $V"
