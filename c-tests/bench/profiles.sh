@@ -335,11 +335,11 @@ for prof in "${profiles[@]}"; do
 	# spell reaches both alike, and each keeps its best.
 	t_thr1=- t_thr4=- thr_rounds=
 	for ((i = 0; i < THREAD_ROUNDS; i++)); do
-		a=$(ROUNDS=1 best thr1 ours_threads "$host" 1)
-		b=$(ROUNDS=1 best thr4 ours_threads "$host" 4)
-		t_thr1=$(lower "$a" "$t_thr1")
-		t_thr4=$(lower "$b" "$t_thr4")
-		thr_rounds+="${thr_rounds:+, }${a:-FAILED}/${b:-FAILED} s $(div "$a" "$b")x"
+		one=$(ROUNDS=1 best thr1 ours_threads "$host" 1)
+		four=$(ROUNDS=1 best thr4 ours_threads "$host" 4)
+		t_thr1=$(lower "$one" "$t_thr1")
+		t_thr4=$(lower "$four" "$t_thr4")
+		thr_rounds+="${thr_rounds:+, }${one:-FAILED}/${four:-FAILED} s $(div "$one" "$four")x"
 	done
 	printf '    %-44s %8s s\n' "ours, $RN random ${RLEN}-byte preads, cold" "${t_rand:-FAILED}"
 	if [[ -x $REFD ]]; then
