@@ -169,7 +169,6 @@ static void hex_sha256(const void *buf, size_t len, char *out)
 		sprintf(out + 2 * i, "%02x", md[i]);
 }
 
-/* one pread per OFF LEN pair of @args */
 /* A pread's LEN argument, at most 1 MiB (the buffers' size). */
 static size_t arg_len(const char *s)
 {
@@ -178,6 +177,7 @@ static size_t arg_len(const char *s)
 	return len > 1 << 20 ? 1 << 20 : len;
 }
 
+/* one pread per OFF LEN pair of @args */
 static int preads_at(struct erofs_vfile *vf, int n, char **args)
 {
 	char *buf, hex[65];
