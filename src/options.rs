@@ -89,6 +89,9 @@ pub struct Options {
     /// Fetch the rest of the blob in the background once random reads
     /// have touched a good part of it.
     pub fill: bool,
+    /// From a far registry, fetch the blocks an EROFS image's first two
+    /// directory levels lie in as soon as its first block is read.
+    pub meta_prefetch: bool,
     /// Range requests a sequential reader keeps in flight at once, each on
     /// a connection of its own (1: one stream); None (`auto`): the default
     /// number once the registry's round trip is found long, else one.
@@ -160,6 +163,7 @@ impl Default for Options {
             cache_dir: None,
             spill: Spill::Auto,
             fill: true,
+            meta_prefetch: true,
             connections: None,
         }
     }
@@ -320,15 +324,19 @@ impl Options {
                         }
                     }
                 }
-                "fill" => {
-                    o.fill = match need(value)?.as_str() {
+                "fill" | "meta_prefetch" => {
+                    let on = match need(value)?.as_str() {
                         "auto" => true,
                         "none" | "off" | "0" => false,
                         v => {
                             return Err(Error::invalid(format!(
-                                "option 'fill={v}': expected auto or none"
+                                "option '{key}={v}': expected auto or none"
                             )))
                         }
+                    };
+                    match key {
+                        "fill" => o.fill = on,
+                        _ => o.meta_prefetch = on,
                     }
                 }
                 "mirror" => {
@@ -464,8 +472,12 @@ mod tests {
         );
         assert!(!o.tls_verify);
         assert_eq!((o.spill.clone(), o.fill), (Spill::Auto, true));
-        let o = Options::parse(Some("spill=none,fill=none")).unwrap();
-        assert_eq!((o.spill.dir(), o.fill), (None, false));
+        assert!(o.meta_prefetch);
+        let o = Options::parse(Some("spill=none,fill=none,meta_prefetch=none")).unwrap();
+        assert_eq!(
+            (o.spill.dir(), o.fill, o.meta_prefetch),
+            (None, false, false)
+        );
         let o = Options::parse(Some("spill=/")).unwrap();
         assert_eq!(o.spill.dir(), Some(PathBuf::from("/")));
         // The cache grows to hold the readahead window.
@@ -505,6 +517,7 @@ mod tests {
             ("flatten,layer=1", "excludes"),
             ("spill=/nonexistent/dir", "spill=/nonexistent/dir"),
             ("fill=always", "fill=always"),
+            ("meta_prefetch=all", "meta_prefetch=all"),
             ("zinfo=/nonexistent/z", "no such file"),
             ("tarindex", "option 'tarindex' needs a value"),
             ("flatten,zinfo=/etc/hostname", "exclude 'flatten'"),

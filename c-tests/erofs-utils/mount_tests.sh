@@ -20,6 +20,11 @@
 #     every blob GET): mount + read one small file, list the whole tree
 #     (metadata only), read everything; each on a fresh mount, each
 #     compared with the tree; unmounted with fusermount3 -u;
+#   * a far registry (the proxy delays the ping and the manifest): after
+#     the mount and a stat of its root, the blocks named by the first
+#     directory levels (this script's own walk of the image) were fetched
+#     before any read asked, and no others; the listing on that mount
+#     matches the tree; with meta_prefetch=none nothing is fetched unasked;
 #   * daemon mode (no -f): erofsfuse opens the blob, reads the superblock,
 #     then forks (fuse_daemonize); the daemon must read through the vfile
 #     it inherited (the library restarts its I/O thread in the child);
@@ -364,6 +369,110 @@ cold_mounts() {
 }
 cold_mounts default "$repo_tag"
 cold_mounts mz "${image_mz_ref#"$REGISTRY"/}"
+
+# --- 2b. a far registry: the first directory levels fetched at the mount ----------
+
+# The proxy delays the ping and the manifest by 30 ms, so the library finds
+# the registry far; meta_prefetch=auto then fetches the blocks holding the
+# inodes of the root's children and grandchildren and the entries of its
+# subdirectories, named by the image's first block, before anything asks.
+# The blocks are checked against this script's own walk of the image
+# (hinted_blocks), and the tree listed on that mount against the tree.
+hinted_blocks() {
+    python3 - "$work/erofs-fixture/tree.erofs" <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb").read(1 << 20)
+bits = d[1024 + 12]
+meta = struct.unpack_from("<I", d, 1024 + 40)[0] << bits
+def entries(at):
+    fmt, _, mode = struct.unpack_from("<HHH", d, at)
+    size = struct.unpack_from("<Q" if fmt & 1 else "<I", d, at + 8)[0]
+    start = struct.unpack_from("<I", d, at + 16)[0] << bits
+    bs, inline = 1 << bits, at + (64 if fmt & 1 else 32)
+    if mode & 0o170000 != 0o040000:
+        return [], []
+    pieces = [(start + i * bs, bs) for i in range(size // bs)]
+    if (fmt >> 1) & 7 == 2 and size % bs:
+        pieces.append((inline, size % bs))
+    found, far = [], []
+    for off, n in pieces:
+        if off + n > len(d):
+            far.append(off)
+            continue
+        k = struct.unpack_from("<H", d, off + 8)[0] // 12
+        for i in range(k):
+            nid, no, ft = struct.unpack_from("<QHB", d, off + 12 * i)
+            end = struct.unpack_from("<H", d, off + 12 * i + 20)[0] if i + 1 < k else n
+            if d[off + no:off + end].rstrip(b"\0") not in (b".", b".."):
+                found.append((meta + 32 * nid, ft == 2))
+    return found, far
+want = []
+kids, far = entries(meta + 32 * struct.unpack_from("<H", d, 1024 + 14)[0])
+want += far
+for at, is_dir in kids:
+    if at >= len(d):
+        want.append(at)
+    elif is_dir:
+        grand, far = entries(at)
+        want += [g for g, _ in grand if g >= len(d)] + far
+seen = []
+for b in (o >> 20 for o in want):
+    if b not in seen:
+        seen.append(b)
+print(" ".join(map(str, seen)))
+PY
+}
+# whole_block_gets: the 1 MiB blocks past the first that blob GETs since
+# the last proxy_reset asked for whole, in the order asked.
+whole_block_gets() {
+    tail -c +$((proxy_log_off + 1)) "$proxy_log" | awk '
+        $2 == "proxy" && $3 == "GET" && $4 ~ /\/blobs\// {
+            for (i = 5; i <= NF; i++)
+                if ($i ~ /^range=bytes=/) {
+                    split(substr($i, 13), r, "-")
+                    if (r[1] > 0 && r[1] % 1048576 == 0 && r[2] - r[1] == 1048575)
+                        printf "%d ", r[1] / 1048576
+                }
+        }'
+}
+far_rules='[{"match": "^/v2/$|/manifests/", "action": "delay", "seconds": 0.03, "times": -1}]'
+hinted=$(hinted_blocks)
+mnt="$t/mnt"
+for mp in auto none; do
+    proxy_reset
+    python3 "$here/../rig/faultctl.py" "$PROXY" rules "$far_rules" >/dev/null
+    if ! mount_fg "oci://$PROXY/$repo_tag?$opts,meta_prefetch=$mp" "$mnt" "$t/mount-far-$mp.log"; then
+        bad "far registry, meta_prefetch=$mp: erofsfuse did not mount: $(tail -n 3 "$t/mount-far-$mp.log" | tr '\n' ' ')"
+        continue
+    fi
+    stat "$mnt" >/dev/null
+    sleep 2
+    got=$(whole_block_gets)
+    if [[ $mp == none ]]; then
+        if [[ -z $got ]]; then
+            ok "far registry, meta_prefetch=none: no block past the first fetched before a read asks"
+        else
+            bad "far registry, meta_prefetch=none: blocks fetched unasked: $got"
+        fi
+    else
+        extra=$(comm -23 <(tr ' ' '\n' <<<"$got" | sed '/^$/d' | sort -u) \
+            <(tr ' ' '\n' <<<"$hinted" | sort -u) | tr '\n' ' ')
+        if [[ -n $got && -z $extra && ${got%% *} == "${hinted%% *}" ]]; then
+            ok "far registry: mounted and stat, the blocks of the first directory levels came unasked: $got(of $hinted)"
+        else
+            bad "far registry: blocks fetched unasked '$got', named by the image's first levels '$hinted' (not named: '$extra')"
+        fi
+        if python3 "$treecmp" compare "$manifest" "$mnt" --no-content --owners \
+            >"$t/far-list.log" 2>&1; then
+            ok "far registry, meta_prefetch=auto: listing: $(tail -n 1 "$t/far-list.log" | sed 's/^treecmp: //')"
+        else
+            bad "far registry, meta_prefetch=auto: listing differs from the tree:"
+            sed 's/^/    /' "$t/far-list.log" | head -n 25
+        fi
+    fi
+    unmount "$mnt" "$fuse_pid" || bad "far registry, meta_prefetch=$mp: unmount failed"
+done
+python3 "$here/../rig/faultctl.py" "$PROXY" clear >/dev/null
 
 # --- 3. daemon mode ----------------------------------------------------------------------
 

@@ -44,8 +44,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::disk::DiskCache;
+use super::erofs::{self, Walk};
 use super::fetches::{Fetches, Phase, Table};
-use super::planner::{is_far, Planner};
+use super::planner::{is_far, Blocks, Planner, Want};
 use super::store::{Memory, Served, POOL_MAX};
 use super::verify::Chain;
 use crate::digest::{Digest, Hasher};
@@ -90,6 +91,8 @@ pub struct ReadConfig {
     /// Where blocks evicted from memory go (no `cache_dir`).
     pub spill: Option<std::path::PathBuf>,
     pub fill: bool,
+    /// `meta_prefetch=auto` (see `Meta`).
+    pub meta_prefetch: bool,
     /// Range requests a sequential reader keeps in flight (None: auto).
     pub connections: Option<usize>,
     /// Bytes per Range request of parallel readahead.
@@ -108,6 +111,7 @@ impl ReadConfig {
             retries: o.retries,
             spill: o.spill.dir(),
             fill: o.fill,
+            meta_prefetch: o.meta_prefetch,
             connections: o.connections,
             chunk: o.chunk,
         }
@@ -161,6 +165,20 @@ pub(super) struct State {
     /// A miss of a reader at random has had the registry's connections
     /// warmed (`Blob::read_at`).
     pub(super) warmed: bool,
+    pub(super) meta: Meta,
+}
+
+/// `meta_prefetch=auto`, from a far registry: where the walk of an EROFS
+/// image's first two directory levels stands (see `erofs`), which the
+/// reads that follow the image's first one carry on.
+pub(super) enum Meta {
+    /// Not walked: the first block is coming (or not asked for yet).
+    Unread,
+    /// The blocks the walk named that are still to be fetched, in the
+    /// order a walk needs them: the reads top up their fetches to as many
+    /// as the connections, counting everyone's (`Blob::meta_prefetch`).
+    Queue(std::collections::VecDeque<u64>),
+    Done,
 }
 
 pub(super) struct Inner {
@@ -308,6 +326,10 @@ impl Blob {
                 side: None,
                 located: None,
                 warmed: false,
+                meta: match cfg.meta_prefetch {
+                    true => Meta::Unread,
+                    false => Meta::Done,
+                },
                 stats: Stats::default(),
             }),
             cond: Condvar::new(),
@@ -420,6 +442,9 @@ impl Blob {
             st.warmed = true;
             warm = st.planner.parallel_connections(self.far());
         }
+        if !matches!(st.meta, Meta::Done) {
+            self.meta_prefetch(&mut st, &mut launches);
+        }
         // Let paused readahead go on once the reader has moved its window
         // past the stream (the test `deliver` pauses on).
         let (hint, no_ranges) = (st.planner.hint, st.no_ranges);
@@ -528,6 +553,80 @@ impl Blob {
                 launches,
             },
         );
+    }
+
+    /// `meta_prefetch=auto`: once the first block (in memory, or as far
+    /// as it has arrived) holds what `erofs::first_levels` needs, queues
+    /// the blocks it names (at most half the memory cache) and starts
+    /// them, to as many fetches running as a far registry gets
+    /// connections. The reads that follow start the rest as others end.
+    /// Not from a near registry, where a listing's round trips cost
+    /// little and the bytes would be fetched for nothing by a reader of a
+    /// few files; nor for a blob whose first block is neither here nor
+    /// coming (no filesystem reads it first).
+    fn meta_prefetch(&self, st: &mut State, launches: &mut Vec<u64>) {
+        let inner = &self.inner;
+        let bs = inner.block;
+        if matches!(st.meta, Meta::Unread) {
+            if !self.far() || st.no_ranges {
+                st.meta = Meta::Done;
+                return;
+            }
+            let first = bs.min(inner.size);
+            let walk = if let Some(b) = st.mem.cache.peek(0) {
+                erofs::first_levels(&b, first)
+            } else {
+                let coming = st.fetches.map.values().find(|f| {
+                    f.next_off < bs
+                        && f.partial.len() as u64 == f.next_off
+                        && matches!(f.phase, Phase::Starting | Phase::Running)
+                });
+                match coming {
+                    Some(f) => erofs::first_levels(&f.partial, first),
+                    None => Walk::Nothing,
+                }
+            };
+            st.meta = match walk {
+                Walk::More => return,
+                Walk::Nothing => Meta::Done,
+                Walk::Wanted(offs) => {
+                    let most = (self.cfg.cache_mem as u64 / bs / 2) as usize;
+                    let mut blocks = std::collections::VecDeque::new();
+                    for k in offs.into_iter().map(|o| o / bs).filter(|&k| k > 0) {
+                        if blocks.len() < most && !blocks.contains(&k) {
+                            blocks.push_back(k);
+                        }
+                    }
+                    Meta::Queue(blocks)
+                }
+            };
+        }
+        let running = st
+            .fetches
+            .map
+            .values()
+            .filter(|f| matches!(f.phase, Phase::Starting | Phase::Running))
+            .count() as u64;
+        let room = st
+            .planner
+            .parallel_connections(true)
+            .saturating_sub(running);
+        let Meta::Queue(mut queue) = std::mem::replace(&mut st.meta, Meta::Done) else {
+            return;
+        };
+        self.plan_with(st, launches, |_, t| {
+            let mut started = 0;
+            while started < room {
+                let Some(k) = queue.pop_front() else { break };
+                if t.missing(k) {
+                    t.fetch(k, k + 1, Want::Hint);
+                    started += 1;
+                }
+            }
+        });
+        if !queue.is_empty() {
+            st.meta = Meta::Queue(queue);
+        }
     }
 
     /// Starts fetching the blob's first bytes before anyone reads them:
@@ -649,7 +748,8 @@ impl Blob {
     /// and fewer than the connections warmed for them (several threads'
     /// misses, each of which would otherwise wait for most of its block);
     /// None when not tried or it failed: the caller waits for the block
-    /// as usual.
+    /// as usual. Hinted fetches (`Blob::meta_prefetch`) do not count:
+    /// they run on connections of their own.
     fn direct<'a>(
         &'a self,
         st: MutexGuard<'a, State>,
@@ -678,7 +778,7 @@ impl Blob {
         // Beside other readers' misses only (no readahead, chunks or fill,
         // which keep the link busy and would only be slowed).
         let misses_only = || running().all(|f| !(f.readahead || f.ahead || f.fill));
-        let n = running().count();
+        let n = running().filter(|f| !f.hint).count();
         let room = n <= DIRECT_BESIDE
             || (depth >= DIRECT_DEEP
                 && st.warmed

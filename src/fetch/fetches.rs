@@ -48,6 +48,9 @@ pub(super) struct Fetch {
     pub(super) fill: bool,
     /// A chunk of parallel readahead.
     pub(super) ahead: bool,
+    /// Blocks a filesystem is likely to read next, fetched before it
+    /// asks (`Want::Hint`): never in the way of a reader's own miss.
+    pub(super) hint: bool,
     /// First block asked for.
     pub(super) start: u64,
     /// A readahead stream of a pread reader (found sequential by its
@@ -152,6 +155,7 @@ impl Fetches {
                 readahead,
                 fill: want == Want::Fill,
                 ahead: want == Want::Ahead,
+                hint: want == Want::Hint,
                 start: from,
                 ramp,
                 transfer: None,
@@ -597,11 +601,18 @@ impl Blob {
     /// redirect location; None when the fetch is gone.
     fn request_for(&self, id: u64) -> Option<(Request, bool)> {
         let inner = &self.inner;
-        let (from, to, readahead, (mut req, located)) = {
+        let (from, to, readahead, hint, (mut req, located)) = {
             let st = inner.lock();
             let f = st.fetches.map.get(&id)?;
-            (f.next_off, f.end_off, f.readahead, self.blob_get(&st))
+            (
+                f.next_off,
+                f.end_off,
+                f.readahead,
+                f.hint,
+                self.blob_get(&st),
+            )
         };
+        req.fresh = hint;
         let open_end = readahead && to == inner.size;
         if from > 0 || !open_end {
             req.range = Some((from, if open_end { None } else { Some(to - 1) }));

@@ -50,6 +50,8 @@ pub(super) enum Want {
     Range,
     /// The rest of the blob, in the background.
     Fill,
+    /// Blocks a filesystem is likely to read next (`Blob::meta_prefetch`).
+    Hint,
 }
 
 /// What the planner needs to know of the blob's blocks and fetches, and

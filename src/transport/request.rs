@@ -87,6 +87,9 @@ pub struct Request {
     /// Sent without the registry's credentials: the URL is on another
     /// host (a CDN's, that a blob GET was redirected to).
     pub anonymous: bool,
+    /// On a connection of its own, not one waiting in the pool: a
+    /// speculative fetch leaves those to the reads that wait.
+    pub fresh: bool,
 }
 
 impl Request {
@@ -105,6 +108,7 @@ impl Request {
             body: None,
             auth: None,
             anonymous: false,
+            fresh: false,
         }
     }
 
@@ -214,6 +218,7 @@ pub(super) fn configure(
         }
     }
     easy.follow_location(req.follow)?;
+    easy.fresh_connect(req.fresh)?;
     easy.max_redirections(10)?;
     easy.connect_timeout(req.timeouts.connect)?;
     if req.timeouts.low_speed_limit > 0 && !req.timeouts.low_speed_time.is_zero() {
