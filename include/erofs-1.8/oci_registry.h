@@ -137,7 +137,7 @@ void close_oci_registry(struct erofs_vfile *vf);
  *       `decompress=auto|none`, `zinfo=FILE`, `tarindex=FILE`,
  *       `verify=stream|full|none`, `block=`,
  *       `cache_mem=`, `readahead=`, `connections=`, `chunk=`,
- *       `cache_dir=`, `spill=`, `fill=`,
+ *       `cache_dir=`, `spill=`, `fill=`, `meta_prefetch=`,
  *       `retries=`, `connect_timeout=`,
  *       `low_speed_limit=`, `low_speed_time=`, `username=`, `password=`,
  *       `auth=`, `ca=`, `tls_verify=0`, `cert=`, `key=`, `mirror=`,
@@ -157,7 +157,10 @@ void close_oci_registry(struct erofs_vfile *vf);
  * have asked for a quarter of its blocks the rest is fetched in the
  * background in one stream (from a far registry: one per connection, once
  * they have made as many misses as a quarter of the blocks divided by the
- * connections; `fill=none` turns that off). Transient failures (dropped connections,
+ * connections; `fill=none` turns that off). An EROFS image from a far
+ * registry has the blocks of its first two directory levels, named by
+ * its first block, fetched as soon as that block is read
+ * (`meta_prefetch=none` turns that off). Transient failures (dropped connections,
  * 5xx, 429) are retried (`retries=`, 4) and resumed from the byte where
  * they stopped.
  *
