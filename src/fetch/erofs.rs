@@ -18,9 +18,11 @@
 //! Only what is needed for that is read (the on-disk format of
 //! erofs-utils' `include/erofs_fs.h`): the superblock, compact and
 //! extended inodes, flat directories (plain or with an inline tail) and
-//! their entries. Anything else (48-bit layouts, a metabox, directory
-//! blocks of another size, a corrupt field) ends the walk with nothing
-//! named: this is a hint, and the reads themselves stay exact.
+//! their entries. An image with anything else (48-bit layouts, a
+//! metabox, directory blocks of another size, a root it cannot read)
+//! gets nothing named, and a subdirectory it cannot read (compressed,
+//! chunked, damaged) is left out: this is a hint, and the reads
+//! themselves stay exact.
 
 /// Where the superblock starts, and its magic number.
 const SB_OFF: usize = 1024;
@@ -115,7 +117,9 @@ pub(super) fn first_levels(head: &[u8], first: u64) -> Walk {
             }
             Some(Got::More) => return Walk::More,
             Some(Got::Beyond(off)) => wanted.push(off),
-            None => return Walk::Nothing,
+            // One this walk does not read (compressed, chunked, damaged):
+            // its entries are left to the reader.
+            None => {}
         }
     }
     Walk::Wanted(wanted)
@@ -333,6 +337,17 @@ mod tests {
         assert_eq!(
             first_levels(&img, 64 * 1024),
             Walk::Wanted(vec![300 * 4096, 200 * 4096])
+        );
+    }
+
+    #[test]
+    fn leaves_out_a_subdirectory_it_does_not_read() {
+        let mut img = image(64 * 1024);
+        // d chunk-based: only p's entry block is named
+        img[44 * 32..44 * 32 + 2].copy_from_slice(&(4u16 << 1).to_le_bytes());
+        assert_eq!(
+            first_levels(&img, 64 * 1024),
+            Walk::Wanted(vec![200 * 4096])
         );
     }
 
