@@ -49,7 +49,8 @@ pub(super) struct Fetch {
     /// A chunk of parallel readahead.
     pub(super) ahead: bool,
     /// Blocks a filesystem is likely to read next, fetched before it
-    /// asks (`Want::Hint`): never in the way of a reader's own miss.
+    /// asks (`Want::Hint`): on a connection of its own (`Request::fresh`),
+    /// and not counted against a miss's direct request (`Blob::direct`).
     pub(super) hint: bool,
     /// First block asked for.
     pub(super) start: u64,
