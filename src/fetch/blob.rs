@@ -243,19 +243,15 @@ impl Inner {
         if let Some(n) = from_side(st, (from, to), out) {
             return Some(n);
         }
-        st.fetches.map.values().find_map(|f| {
-            let arrived = f.next_off;
-            let here = arrived / bs == k
-                && arrived >= to
-                && f.partial.len() as u64 == arrived - blk_off
-                && !matches!(f.phase, Phase::Done);
-            here.then(|| {
-                let n = (to - from) as usize;
-                let at = (from - blk_off) as usize;
-                out[..n].copy_from_slice(&f.partial[at..at + n]);
-                n
-            })
-        })
+        let got = st
+            .fetches
+            .map
+            .values()
+            .find_map(|f| f.received(k, bs).filter(|b| blk_off + b.len() as u64 >= to))?;
+        let n = (to - from) as usize;
+        let at = (from - blk_off) as usize;
+        out[..n].copy_from_slice(&got[at..at + n]);
+        Some(n)
     }
 }
 
@@ -576,13 +572,8 @@ impl Blob {
             let walk = if let Some(b) = st.mem.cache.peek(0) {
                 erofs::first_levels(&b, first)
             } else {
-                let coming = st.fetches.map.values().find(|f| {
-                    f.next_off < bs
-                        && f.partial.len() as u64 == f.next_off
-                        && matches!(f.phase, Phase::Starting | Phase::Running)
-                });
-                match coming {
-                    Some(f) => erofs::first_levels(&f.partial, first),
+                match st.fetches.map.values().find_map(|f| f.received(0, bs)) {
+                    Some(head) => erofs::first_levels(head, first),
                     None => Walk::Nothing,
                 }
             };
@@ -601,12 +592,7 @@ impl Blob {
                 }
             };
         }
-        let running = st
-            .fetches
-            .map
-            .values()
-            .filter(|f| matches!(f.phase, Phase::Starting | Phase::Running))
-            .count() as u64;
+        let running = st.fetches.map.values().filter(|f| f.running()).count() as u64;
         let room = st
             .planner
             .parallel_connections(true)
@@ -764,12 +750,7 @@ impl Blob {
             // (The blob's last block, which `Inner::early` leaves alone.)
             return (st, Some(n));
         }
-        let running = || {
-            st.fetches
-                .map
-                .values()
-                .filter(|f| matches!(f.phase, Phase::Starting | Phase::Running))
-        };
+        let running = || st.fetches.map.values().filter(|f| f.running());
         let depth = st
             .fetches
             .covering(k, bs, inner.window, st.no_ranges)

@@ -73,6 +73,20 @@ pub(super) struct Fetch {
 }
 
 impl Fetch {
+    /// It is sending or receiving (not done, not failed).
+    pub(super) fn running(&self) -> bool {
+        matches!(self.phase, Phase::Starting | Phase::Running)
+    }
+
+    /// The bytes of block `k` it has received so far, from the block's
+    /// first byte, while it is receiving that block.
+    pub(super) fn received(&self, k: u64, bs: u64) -> Option<&[u8]> {
+        let here = self.next_off / bs == k
+            && self.partial.len() as u64 == self.next_off - k * bs
+            && !matches!(self.phase, Phase::Done);
+        here.then_some(&self.partial[..])
+    }
+
     /// Its rest comes within `rtt` at the rate it has had (known once
     /// 256 KiB are in): the next request should go now, so that its round
     /// trip overlaps this one's end (a chunk of 1 MiB at one connection's
@@ -369,7 +383,7 @@ impl Inner {
                     .map
                     .iter()
                     .filter(|(other, _)| **other != id)
-                    .filter(|(_, g)| matches!(g.phase, Phase::Starting | Phase::Running))
+                    .filter(|(_, g)| g.running())
                     .count();
                 st.planner.fewer_connections(others as u64);
             }
