@@ -470,7 +470,7 @@ start() {
     addr="127.0.0.1:$port"
     write_config "$port" "$token_addr"
 
-    setsid nohup docker-registry serve "$config" >>"$reglog" 2>&1 </dev/null &
+    GOGC=$REGISTRY_GOGC setsid nohup docker-registry serve "$config" >>"$reglog" 2>&1 </dev/null &
     rpid=$!
     echo "$rpid" >"$regpidfile"
     if ! wait_registry "$addr" "$rpid"; then

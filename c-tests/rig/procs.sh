@@ -4,6 +4,17 @@
 # auth-registry.sh, faultproxy.sh) and by those that check on them:
 # pid files, stopping, free ports. Sourced, not run.
 
+# The Go collector's target for the registries the rig runs. distribution's
+# blob GET reads through a 4 MiB buffer allocated for that request; at Go's
+# default (GOGC=100) and the registry's small live heap, the collector runs
+# after nearly every blob GET and the freed pages are faulted in again:
+# about 5 ms of CPU per GET, whatever its length (200 ranged GETs of 64 KiB:
+# 1.0 s). This machine's two cores are shared with the client and the WAN
+# model, where a real registry's CPU is not: a burst of parallel Range
+# requests waited tens of ms on it. At 400 a GET costs about half (0.46 s
+# for the same 200), for some 50 MB of RSS.
+REGISTRY_GOGC=400
+
 # alive_pid PIDFILE PATTERN: print the pid in PIDFILE if that process is
 # alive and its command line contains PATTERN (guards against pid reuse).
 alive_pid() {

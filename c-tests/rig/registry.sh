@@ -113,7 +113,7 @@ start() {
     rm -f "$envfile"
 
     # setsid + nohup: detach from our session so it outlives this script.
-    setsid nohup docker-registry serve "$config" \
+    GOGC=$REGISTRY_GOGC setsid nohup docker-registry serve "$config" \
         >>"$logfile" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$pidfile"
