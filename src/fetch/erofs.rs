@@ -11,9 +11,9 @@
 //! listing reads next: the inodes of the root's children and
 //! grandchildren, and the entry blocks of its subdirectories, in the
 //! order a walk meets them. `Blob` fetches their blocks at once
-//! (`prefetch=auto`), on as many connections as a far registry has, so
-//! a listing finds them here rather than paying one round trip after
-//! another.
+//! (`meta_prefetch=auto`), on as many connections as a far registry
+//! has, so a listing finds them here rather than paying one round trip
+//! after another.
 //!
 //! Only what is needed for that is read (the on-disk format of
 //! erofs-utils' `include/erofs_fs.h`): the superblock, compact and
