@@ -38,7 +38,10 @@ const FLAT_INLINE: u16 = 2;
 const S_IFMT: u16 = 0o170000;
 const S_IFDIR: u16 = 0o040000;
 const DIRENT: usize = 12;
-/// Entries read at most: a bound on the work under the state lock.
+/// Entries read at most, counting each entry block beyond the first
+/// block as one (a block holds one entry at least): a bound on the work
+/// and the memory under the state lock, whatever sizes a damaged image
+/// gives its directories.
 const MAX_ENTRIES: usize = 1 << 16;
 
 /// What the first bytes of an image tell.
@@ -229,6 +232,9 @@ impl<'a> Image<'a> {
         } else {
             ino.size.div_ceil(bs)
         };
+        if whole > MAX_ENTRIES.saturating_sub(self.read) as u64 {
+            return None;
+        }
         let mut pieces: Vec<(u64, u64)> = (0..whole)
             .map(|i| {
                 let off = (ino.start + i) << self.blkszbits;
@@ -243,7 +249,10 @@ impl<'a> Image<'a> {
             match self.bytes(off, len as usize) {
                 Got::Here(b) => self.dirents(b, &mut out)?,
                 Got::More => return Some(Got::More),
-                Got::Beyond(o) => wanted.push(o),
+                Got::Beyond(o) => {
+                    self.read += 1;
+                    wanted.push(o);
+                }
             }
         }
         Some(Got::Here(out))
@@ -348,6 +357,17 @@ mod tests {
         assert_eq!(
             first_levels(&img, 64 * 1024),
             Walk::Wanted(vec![200 * 4096])
+        );
+    }
+
+    #[test]
+    fn a_directory_of_more_blocks_than_entries_it_reads_is_left_out() {
+        let mut img = image(64 * 1024);
+        // p 4 GiB long: a million entry blocks are not named one by one
+        img[48 * 32 + 8..48 * 32 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            first_levels(&img, 64 * 1024),
+            Walk::Wanted(vec![300 * 4096])
         );
     }
 
